@@ -44,8 +44,10 @@ def write_llama(path: Path, **kw) -> Path:
 
 def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int = 2, n_embd: int = 128,
                 n_head: int = 4, n_head_kv: int = 2, n_ff: int = 256, n_ctx_train: int = 4096,
-                n_expert: int = 4, n_expert_used: int = 2, chat_template: str | None = None, seed: int = 0) -> Path:
-    """A model of one of the architectures llama, qwen3, qwen3moe (MoE) or bert (embeddings)."""
+                n_expert: int = 4, n_expert_used: int = 2, chat_template: str | None = None, reranker: bool = False,
+                seed: int = 0) -> Path:
+    """A model of one of the architectures llama, qwen3, qwen3moe (MoE) or bert (embeddings;
+    with ``reranker`` a classifier head and rank pooling)."""
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(f"synthetic-{arch}")
@@ -59,7 +61,7 @@ def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int
         n_head_kv = n_head
         writer.add_layer_norm_eps(1e-12)
         writer.add_causal_attention(False)
-        writer.add_pooling_type(gguf.PoolingType.MEAN)
+        writer.add_pooling_type(gguf.PoolingType.RANK if reranker else gguf.PoolingType.MEAN)
     else:
         writer.add_head_count_kv(n_head_kv)
         writer.add_layer_norm_rms_eps(1e-6)
@@ -89,6 +91,11 @@ def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int
         add("position_embd.weight", weight(n_ctx_train, n_embd))
         add("token_embd_norm.weight", ones(n_embd))
         add("token_embd_norm.bias", zeros(n_embd))
+        if reranker:
+            add("cls.weight", weight(n_embd, n_embd))
+            add("cls.bias", zeros(n_embd))
+            add("cls.output.weight", weight(1, n_embd))
+            add("cls.output.bias", zeros(1))
     else:
         add("output_norm.weight", ones(n_embd))
     for i in range(n_layer):

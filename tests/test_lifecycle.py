@@ -102,3 +102,19 @@ def test_tools_are_rendered_and_tool_history_accepted(tiny_model):
         assert out["usage"]["prompt_tokens"] == srv.count_tokens(history, tools=TOOLS)
         rendered = srv.request("POST", "/apply-template", {"messages": history, "tools": TOOLS}).json()["prompt"]
         assert "<tool_call>" in rendered and "temp_c" in rendered
+
+
+def test_rerank_with_a_reranker_model(tmp_path):
+    import synthetic
+
+    model = synthetic.write_model(tmp_path / "reranker.gguf", "bert", n_ctx_train=512, reranker=True)
+    with llamahost.Server(model, n_ctx=512, reranking=True) as srv:
+        documents = ["the sea is wide", "tax forms are due", "ships sail the ocean"]
+        results = srv.rerank("sailing on the sea", documents)
+        assert sorted(r["index"] for r in results) == [0, 1, 2]
+        scores = [r["relevance_score"] for r in results]
+        assert scores == sorted(scores, reverse=True)  # best first
+        assert len(srv.rerank("q", documents, top_n=2)) == 2
+        http = httpx.post(srv.url + "/v1/rerank", json={"query": "sailing on the sea", "documents": documents}).json()
+        assert {r["index"]: r["relevance_score"] for r in http["results"]} == pytest.approx(
+            {r["index"]: r["relevance_score"] for r in results})
