@@ -3,8 +3,10 @@
     python bench/estimate_accuracy.py [MODEL ...]      (default: the demo model)
 
 For each case: the bytes llama.cpp really allocates (a llamahost Server's own
-breakdown after loading), our estimate() and xllamacpp's estimate_gpu_layers()
-(pip install xllamacpp==2026.10.11549), with the error and the time each took.
+breakdown after loading), our estimate() (the engine's dry run), our closed form
+(metadata alone, what estimate() falls back to when the engine cannot read a model)
+and xllamacpp's estimate_gpu_layers() (pip install xllamacpp==2026.10.11549), with
+the error and the time each took.
 """
 
 from __future__ import annotations
@@ -39,17 +41,19 @@ def main() -> int:
         xl_estimate = None
         print("xllamacpp is not installed: its column stays empty (pip install xllamacpp==2026.10.11549)")
     models = args.models or [str(demo_model_path())]
-    print("| model | n_ctx | KV | real MiB | llamahost MiB | error | time | xllamacpp MiB | error | time |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | n_ctx | KV | real MiB | dry run MiB | error | time | closed form MiB | error | time "
+          "| xllamacpp MiB | error | time |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
         for n_ctx, kv in CASES:
             params = dict(n_ctx=n_ctx, cache_type_k=kv, cache_type_v=kv, parallel=1,
                           flash_attn=True if kv != "f16" else "auto")
             with llamahost.Server(model, **params) as srv:
                 real = sum(d.used for d in srv.memory_breakdown())
-            ours, ours_s = timed(lambda: llamahost.estimate(model, **params).total_bytes)
-            row = (f"| {model.rsplit('/', 1)[-1]} | {n_ctx} | {kv} | {real / 2**20:.1f} | {ours / 2**20:.1f} "
-                   f"| {100 * (ours - real) / real:+.2f}% | {ours_s * 1000:.0f} ms |")
+            row = f"| {model.rsplit('/', 1)[-1]} | {n_ctx} | {kv} | {real / 2**20:.1f} |"
+            for method in ("dry run", "closed form"):
+                ours, ours_s = timed(lambda: llamahost.estimate(model, method=method, **params).total_bytes)
+                row += f" {ours / 2**20:.1f} | {100 * (ours - real) / real:+.2f}% | {ours_s * 1000:.0f} ms |"
             if xl_estimate is not None:
                 cpu = [{"name": "CPU", "memory_free": 1 << 40}]
                 theirs, theirs_s = timed(lambda: xl_estimate(cpu, model, [], n_ctx, 512, 1, kv).total_size, repeat=1)

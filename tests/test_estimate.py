@@ -54,12 +54,16 @@ CASES = [(arch, n_ctx, kv)
 
 
 @pytest.mark.parametrize("arch, n_ctx, kv", CASES)
-def test_dry_run_matches_a_real_load(arch, n_ctx, kv, arch_models):
+def test_dry_run_and_closed_form_against_a_real_load(arch, n_ctx, kv, arch_models):
     model, extra = arch_models[arch]
     params = dict(extra, n_ctx=n_ctx, cache_type_k=kv, cache_type_v=kv, flash_attn=kv != "f16" or "auto", parallel=2)
     est = llamahost.estimate(model, **params)
+    closed = llamahost.estimate(model, method="closed form", **params)
     with llamahost.Server(model, **params) as srv:
         real = srv.memory_breakdown()
+    real_total = sum(d.used for d in real)
+    assert closed.method == "closed form" and est.method == "dry run"
+    assert real_total <= closed.total_bytes <= 1.15 * real_total, (closed.total_bytes, real_total)
     assert [d.name for d in est.devices] == [d.name for d in real]
     for e, r in zip(est.devices, real):
         for part in ("weights", "kv_cache", "compute"):
@@ -130,3 +134,33 @@ def test_cli_inspect_and_estimate(demo_model):
     assert est["fits"] and est["n_ctx"] == 4096 and est["devices"][-1]["name"] == "CPU"
     bad = run_cli("estimate", str(demo_model), "--device", "CUDA0")
     assert bad.returncode == 2 and "NAME=SIZE" in bad.stderr
+
+
+def test_closed_form_when_the_engine_cannot_read_the_model(tmp_path):
+    # an architecture this build of llama.cpp does not know, shaped like a llama
+    model = synthetic.write_model(tmp_path / "future.gguf", "futurellama", vocab="llama-spm")
+    with pytest.raises(llamahost.ModelLoadError, match="future.gguf"):
+        llamahost.estimate(model, n_ctx=4096, method="dry run")
+    est = llamahost.estimate(model, n_ctx=4096)
+    assert est.method == "closed form" and est.n_ctx == 4096 and est.fits
+    like = llamahost.estimate(synthetic.write_model(tmp_path / "llama.gguf", "llama"), n_ctx=4096)
+    assert like.total_bytes <= est.total_bytes <= 1.15 * like.total_bytes
+    planned = llamahost.estimate(model, n_ctx=4096, devices=[{"name": "GPU0", "memory_free": 1 << 30}])
+    assert planned.method == "closed form" and planned.n_gpu_layers == est.n_layers + 1
+    with pytest.raises(ValueError, match="method"):
+        llamahost.estimate(model, method="guess")
+
+
+def test_n_ctx_zero_means_as_large_as_fits(tmp_path, demo_model):
+    from llamahost.estimate import fitted_context
+
+    # trained on 64M tokens: its full KV cache (tens of GiB) cannot fit this machine's memory
+    huge = synthetic.write_model(tmp_path / "long.gguf", "llama", n_ctx_train=1 << 26)
+    assert not llamahost.estimate(huge, n_ctx=0).fits
+    n_ctx = fitted_context(str(huge), {"n_ctx": 0})
+    assert 0 < n_ctx < 1 << 26 and n_ctx % 256 == 0
+    assert llamahost.estimate(huge, n_ctx=n_ctx).fits
+    assert not llamahost.estimate(huge, n_ctx=n_ctx + 4096).fits
+    assert fitted_context(str(demo_model), {"n_ctx": 0}) is None  # its trained context fits
+    with llamahost.Server(demo_model, n_ctx=0, parallel=1) as srv:
+        assert srv.props()["default_generation_settings"]["n_ctx"] == 32768

@@ -543,8 +543,20 @@ std::string system_info_json() {
     return out.dump();
 }
 
-std::string memory_estimate_json(const std::vector<std::string> & args) {
+namespace {
+
+// The parameters a server load with these arguments uses, resolved as llama_server() and
+// server_context::load_model() resolve them, before any fitting to device memory.
+struct load_params {
     common_params params;
+    llama_model_params mparams;
+    llama_context_params cparams;
+    bool mapped;  // weights mmapped: repacked tensors then count in the mapping too
+};
+
+load_params resolve_load_params(const std::vector<std::string> & args) {
+    load_params out;
+    common_params & params = out.params;
     parse_result parsed = parse_into(args, params);
     if (!parsed.ok) {
         throw std::invalid_argument(parsed.message);
@@ -563,8 +575,41 @@ std::string memory_estimate_json(const std::vector<std::string> & args) {
         params.n_outputs_max = std::max<int32_t>(1, limits.total);
         params.n_outputs_max_per_seq = std::max<int32_t>(1, limits.per_seq);
     }
-    llama_model_params mparams = common_model_params_to_llama(params);
-    llama_context_params cparams = common_context_params_to_llama(params);
+    out.mparams = common_model_params_to_llama(params);
+    out.cparams = common_context_params_to_llama(params);
+    out.mapped = out.mparams.load_mode == LLAMA_LOAD_MODE_AUTO || out.mparams.load_mode == LLAMA_LOAD_MODE_MMAP ||
+                 out.mparams.load_mode == LLAMA_LOAD_MODE_MMAP_MLOCK;
+    return out;
+}
+
+}  // namespace
+
+std::string load_params_json(const std::vector<std::string> & args) {
+    init_process();
+    const load_params lp = resolve_load_params(args);
+    const llama_context_params & c = lp.cparams;
+    common_json out = common_json::object();
+    out["n_ctx"] = c.n_ctx;
+    out["n_batch"] = c.n_batch;
+    out["n_ubatch"] = c.n_ubatch;
+    out["n_seq_max"] = c.n_seq_max;
+    out["n_outputs_max"] = lp.params.n_outputs_max;
+    out["kv_unified"] = c.kv_unified;
+    out["swa_full"] = c.swa_full;
+    out["type_k"] = ggml_type_name(c.type_k);
+    out["type_v"] = ggml_type_name(c.type_v);
+    out["flash_attn"] = llama_flash_attn_type_name(c.flash_attn_type);
+    out["embeddings"] = c.embeddings;
+    out["mapped"] = lp.mapped;
+    out["n_gpu_layers"] = lp.mparams.n_gpu_layers;
+    return out.dump();
+}
+
+std::string memory_estimate_json(const std::vector<std::string> & args) {
+    load_params lp = resolve_load_params(args);
+    common_params & params = lp.params;
+    llama_model_params & mparams = lp.mparams;
+    llama_context_params & cparams = lp.cparams;
 
     std::string fit_status = "not needed";
     if (params.fit_params && has_offload_device()) {
@@ -581,8 +626,6 @@ std::string memory_estimate_json(const std::vector<std::string> & args) {
         fit_status = status == COMMON_PARAMS_FIT_STATUS_SUCCESS ? "fits" : "does not fit";
     }
 
-    const bool mapped = mparams.load_mode == LLAMA_LOAD_MODE_AUTO || mparams.load_mode == LLAMA_LOAD_MODE_MMAP ||
-                        mparams.load_mode == LLAMA_LOAD_MODE_MMAP_MLOCK;
     mparams.no_alloc = true;
     mparams.load_mode = LLAMA_LOAD_MODE_NONE;
     std::unique_ptr<llama_model, decltype(&llama_model_free)> model(
@@ -594,7 +637,7 @@ std::string memory_estimate_json(const std::vector<std::string> & args) {
     if (!ctx) {
         throw std::runtime_error("llama.cpp could not create a context with these parameters");
     }
-    common_json out = context_memory(ctx.get(), mapped);
+    common_json out = context_memory(ctx.get(), lp.mapped);
     out["n_gpu_layers"] = mparams.n_gpu_layers;
     out["fit_status"] = fit_status;
     return out.dump();

@@ -98,6 +98,10 @@ std::string system_info_json();
 // the bytes each device and the host would hold, after fitting as a real load does. JSON.
 std::string memory_estimate_json(const std::vector<std::string> & args);
 
+// The context and load parameters (n_ctx, n_ubatch, cache types, ...) these arguments give a
+// server, with upstream's defaults, without reading the model.
+std::string load_params_json(const std::vector<std::string> & args);
+
 // llama-server's options as upstream's parser defines them: args, env, help, kind.
 std::string options_json();
 

@@ -1,8 +1,10 @@
 # cython: language_level=3
 # distutils: language = c++
-"""Thin binding of _engine.h: converts types and releases the GIL, nothing else."""
+"""Thin binding of _engine.h: converts types and releases the GIL, nothing else
+(plus one typed loop for the GGUF reader's hot path)."""
 
 from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
 from libcpp cimport bool as cbool
 from libcpp.map cimport map
 from libcpp.string cimport string
@@ -32,6 +34,7 @@ cdef extern from "_engine.h" namespace "llamahost" nogil:
     string system_info_json() except +
     string options_json() except +
     string memory_estimate_json(const vector[string] & args) except +
+    string load_params_json(const vector[string] & args) except +
 
 cdef extern from *:
     """
@@ -135,9 +138,32 @@ def memory_estimate(args):
     return out.decode("utf-8")
 
 
+def load_params(args):
+    cdef vector[string] cargs = _encode_args(args)
+    cdef string out
+    with nogil:
+        out = load_params_json(cargs)
+    return out.decode("utf-8")
+
+
 def options():
     cdef string out
     with nogil:
         out = options_json()
     return out.decode("utf-8")
 
+
+
+def skip_gguf_strings(const unsigned char[::1] buf, Py_ssize_t pos, uint64_t count):
+    """The offset after ``count`` GGUF strings (little-endian u64 length, then the bytes)
+    starting at ``pos``, or -1 when one runs past the end. A vocabulary holds 100k+ of them."""
+    cdef Py_ssize_t size = buf.shape[0]
+    cdef uint64_t i, n
+    for i in range(count):
+        if pos > size - 8:
+            return -1
+        memcpy(&n, &buf[pos], 8)
+        if n > <uint64_t>(size - pos - 8):
+            return -1
+        pos += 8 + <Py_ssize_t>n
+    return pos

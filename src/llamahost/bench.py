@@ -297,13 +297,15 @@ def measure(name: str, model: str) -> dict:
 
 
 def record(result: dict, metric: str, trials: list[float]) -> None:
-    """The median of the trials, and their spread ((max - min) / median) to judge a difference by."""
+    """The median of the trials, and their spread (interquartile range / median) to judge a difference by."""
     if not trials:
         result[metric] = None
         return
     median = statistics.median(trials)
     result[metric] = median
-    result[f"{metric}_spread"] = (max(trials) - min(trials)) / median if median else 0.0
+    if len(trials) > 1 and median:
+        q1, _, q3 = statistics.quantiles(trials, n=4)
+        result[f"{metric}_spread"] = (q3 - q1) / median
 
 
 def concurrent_tps(engine, clients: int) -> float:

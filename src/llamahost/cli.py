@@ -93,11 +93,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
               "cache_type_v": args.cache_type_v}
     params = {k: v for k, v in params.items() if v is not None}
     ngl = args.gpu_layers if args.gpu_layers in ("auto", "all") else int(args.gpu_layers)
-    est = estimate(args.model, devices=args.device or None, n_gpu_layers=ngl, **params)
+    est = estimate(args.model, devices=args.device or None, n_gpu_layers=ngl, method=args.method, **params)
     if args.json:
         print(json.dumps(est.as_dict(), indent=2))
         return 0
-    print(f"{est.model}: n_ctx {est.n_ctx}, {est.n_gpu_layers} of {est.n_layers + 1} layers offloaded")
+    print(f"{est.model}: n_ctx {est.n_ctx}, {est.n_gpu_layers} of {est.n_layers + 1} layers offloaded "
+          f"({est.method})")
     print(f"{'DEVICE':<10} {'LAYERS':>6} {'WEIGHTS':>11} {'KV CACHE':>11} {'COMPUTE':>11} {'TOTAL':>11} {'FREE':>11}  FITS")
     for d in est.devices:
         print(f"{d.name:<10} {d.layers:>6} {_human(d.weights):>11} {_human(d.kv_cache):>11} {_human(d.compute):>11} "
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-layers", "-ngl", default="auto", help="a number, auto or all")
     p.add_argument("--device", action="append", type=_parse_device, metavar="NAME=SIZE",
                    help="plan for a device this machine lacks, e.g. CUDA0=24GiB (repeatable)")
+    p.add_argument("--method", default="auto", choices=("auto", "dry run", "closed form"),
+                   help="the engine's dry run, or metadata alone (auto: the dry run when the engine reads the model)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_estimate)
 

@@ -77,7 +77,7 @@ class Param:
 
 
 PARAMS: tuple[Param, ...] = (
-    Param("n_ctx", "--ctx-size", _int, "context size in tokens; 0 = the model's trained context"),
+    Param("n_ctx", "--ctx-size", _int, "context size in tokens; 0 = the trained context, or as much as fits in memory"),
     Param("n_batch", "--batch-size", _int, "logical batch size for prompt processing"),
     Param("n_ubatch", "--ubatch-size", _int, "physical batch size"),
     Param("parallel", "--parallel", _int, "number of slots (concurrent requests)"),

@@ -13,10 +13,12 @@ import json
 import os
 import re
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Sequence
 
 from . import _native, config
+from .closed_form import closed_form
+from .errors import ModelLoadError
 from .modelinfo import ModelInfo, inspect
 
 CTX_STEP = 256  # llama.cpp pads context sizes to this
@@ -52,6 +54,7 @@ class Estimate:
     n_gpu_layers: int
     tensor_split: tuple[float, ...]
     devices: tuple[DeviceEstimate, ...]
+    method: str = "dry run"  # or "planned" (hypothetical devices) or "closed form" (metadata alone)
     request: dict = field(default_factory=dict, repr=False)  # estimate()'s keywords, to ask again
 
     @property
@@ -75,7 +78,7 @@ class Estimate:
         return {
             "model": self.model, "n_ctx": self.n_ctx, "n_layers": self.n_layers, "n_gpu_layers": self.n_gpu_layers,
             "tensor_split": list(self.tensor_split), "host": self.host, "total_bytes": self.total_bytes,
-            "fits": self.fits, "max_ctx": self.max_ctx,
+            "fits": self.fits, "max_ctx": self.max_ctx, "method": self.method,
             "devices": [dict(vars(d), used=d.used, fits=d.fits) for d in self.devices],
         }
 
@@ -101,6 +104,18 @@ def _split_layers(n_offloaded: int, weights: Sequence[float]) -> list[int]:
 
 def _measured(model: str, params: dict) -> Estimate:
     return from_engine(model, dry_run(model, params))
+
+
+@lru_cache(maxsize=128)
+def _costs_cached(model: str, file_stamp: tuple, params_json: str) -> Estimate:
+    return _measured(model, json.loads(params_json))
+
+
+def _costs(model: str, params: dict) -> Estimate:
+    """An all-CPU dry run, kept per model file (and its size and mtime) and parameters: what
+    planning for hypothetical devices, asked again and again by max_ctx, starts from."""
+    st = os.stat(model)
+    return _costs_cached(model, (st.st_size, st.st_mtime_ns), json.dumps(params, sort_keys=True, default=str))
 
 
 def from_engine(model: str, data: dict) -> Estimate:
@@ -171,33 +186,47 @@ def _planned(info: ModelInfo, measured: Estimate, devices: Sequence[dict], n_gpu
     out.append(DeviceEstimate("CPU", cpu_weights, cpu_kv, compute, host.free, host.total,
                               sum(1 for j in on_cpu if j < n), "system memory"))
     split = tuple(float(len(p)) for p in placed)
-    return Estimate(measured.model, measured.n_ctx, n, offloaded, split, tuple(out))
+    return Estimate(measured.model, measured.n_ctx, n, offloaded, split, tuple(out),
+                    method="planned" if measured.method == "dry run" else measured.method)
 
 
 def estimate(model: str | os.PathLike, *, n_ctx: int | None = None, n_batch: int | None = None,
              n_ubatch: int | None = None, parallel: int | None = None, cache_type_k: str | None = None,
              cache_type_v: str | None = None, mmproj: str | None = None, devices: Sequence[dict] | None = None,
-             n_gpu_layers: int | str = "auto", **params: Any) -> Estimate:
+             n_gpu_layers: int | str = "auto", method: str = "auto", **params: Any) -> Estimate:
     """Memory per device for serving ``model`` with these parameters (see the module doc).
 
     ``devices=[{"name": "CUDA0", "memory_free": 8 << 30}, ...]`` plans for hardware this
-    machine does not have. Other keywords are Server parameters.
+    machine does not have. ``method``: "dry run" (the engine's), "closed form" (metadata
+    alone), or "auto": the dry run, and the closed form when the engine cannot read the
+    model. Other keywords are Server parameters.
     """
+    if method not in ("auto", "dry run", "closed form"):
+        raise ValueError(f"method must be 'auto', 'dry run' or 'closed form', not {method!r}")
     path = os.fspath(model)
     info = inspect(path)  # a clear error for a bad file before the engine reads it
     given = dict(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, parallel=parallel, cache_type_k=cache_type_k,
                  cache_type_v=cache_type_v, mmproj=mmproj)
     server_params = {k: v for k, v in given.items() if v is not None}
     server_params.update(params)
-    request = dict(server_params, devices=devices, n_gpu_layers=n_gpu_layers)
+    request = dict(server_params, devices=devices, n_gpu_layers=n_gpu_layers, method=method)
     server_params.pop("mmproj", None)  # the engine's dry run measures the text model; the projector is added below
-    if devices is None:
-        result = _measured(path, dict(server_params, n_gpu_layers=n_gpu_layers))
+    for dev in devices or ():
+        if not isinstance(dev, dict) or "name" not in dev or not isinstance(dev.get("memory_free"), int):
+            raise ValueError(f"each device must be a dict with a name and an int memory_free; got {dev!r}")
+    # hypothetical devices are planned from the costs of an all-CPU load
+    base_params = dict(server_params, n_gpu_layers=n_gpu_layers if devices is None else 0)
+    if method == "closed form":
+        result = closed_form(path, info, base_params)
     else:
-        for dev in devices:
-            if not isinstance(dev, dict) or "name" not in dev or not isinstance(dev.get("memory_free"), int):
-                raise ValueError(f"each device must be a dict with a name and an int memory_free; got {dev!r}")
-        result = _planned(info, _measured(path, dict(server_params, n_gpu_layers=0)), devices, n_gpu_layers)
+        try:
+            result = _measured(path, base_params) if devices is None else _costs(path, base_params)
+        except RuntimeError as exc:
+            if method == "dry run":
+                raise ModelLoadError(path, str(exc)) from None
+            result = closed_form(path, info, base_params)  # the engine cannot read it: metadata alone
+    if devices is not None:
+        result = _planned(info, result, devices, n_gpu_layers)
     if mmproj is not None:
         result = _with_projector(result, mmproj)
     return replace(result, request=request)
@@ -276,3 +305,25 @@ def _max_ctx(est: Estimate) -> int:
     return low
 
 
+
+
+def fitted_context(model: str, params: dict) -> int | None:
+    """What ``n_ctx=0`` ("as large as fits") means on the host: None when the trained context
+    fits (upstream then uses it; with a GPU upstream's own fitting decides), otherwise the
+    largest context that fits. The closed form answers the common case in milliseconds."""
+    from .closed_form import load_params
+    from .devices import devices
+
+    if load_params(model, params)["n_ctx"] != 0 or any(d["type"] in ("gpu", "igpu") for d in devices()):
+        return None
+    try:
+        if closed_form(model, inspect(model), params).fits:  # an upper bound fits: the real load does
+            return None
+    except ValueError:
+        return None  # no closed form for this architecture: leave it to the engine
+    exact = estimate(model, **params)
+    if exact.fits:
+        return None
+    if exact.max_ctx == 0:
+        raise ModelLoadError(model, "does not fit in free memory even with a 256-token context")
+    return exact.max_ctx

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _native
 from .errors import InvalidModelError
 
 GGUF_MAGIC = b"GGUF"
@@ -49,7 +50,6 @@ _SCALARS: dict[int, tuple[str, int]] = {
     6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
 }
 _STRING, _ARRAY = 8, 9
-_U64 = struct.Struct("<Q")
 _MAX_DIMS = 8  # GGML_MAX_DIMS is 4; a little slack, never more
 
 
@@ -128,14 +128,10 @@ class _Reader:
             raise self.fail(what, f"not valid UTF-8 ({exc.reason})") from None
 
     def skip_strings(self, count: int, what: str) -> None:
-        # the hot loop of a header read (vocabularies hold 100k+ strings): kept minimal,
-        # bounds checked once at the end (an overlong length makes unpack_from fail earlier)
-        unpack, buf, pos = _U64.unpack_from, self.buf, self.pos
-        for _ in range(count):
-            pos += 8 + unpack(buf, pos)[0]
-        self.pos = pos
-        if pos > self.size:
+        pos = _native.skip_gguf_strings(self.buf, self.pos, count)
+        if pos < 0:
             raise self.fail(what, "a string runs past the end of the file (truncated?)")
+        self.pos = pos
 
     def value(self, type_id: int, what: str):
         if type_id in _SCALARS:

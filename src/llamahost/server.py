@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Sequence
 
 from . import _native, config, gguf
+from .estimate import fitted_context
 from .errors import APIError, ModelLoadError, ServerClosedError
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class Server:
     def __init__(self, model: str | os.PathLike, **params: Any):
         path = os.fspath(model)
         gguf.read_header(path)  # a clear error for a missing, foreign or damaged file
+        fitted = fitted_context(path, params)
+        if fitted is not None:
+            params = dict(params, n_ctx=fitted)
         self._start(path, config.server_args(path, params))
 
     @classmethod
