@@ -308,6 +308,21 @@ def record(result: dict, metric: str, trials: list[float]) -> None:
         result[f"{metric}_spread"] = (q3 - q1) / median
 
 
+def merge_rounds(rounds: list[dict]) -> dict:
+    """Medians across rounds; a spread is the widest of each round's and of the rounds' own."""
+    merged = {}
+    for key, _ in METRICS:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        merged[key] = statistics.median(values) if values else None
+        spreads = [r[f"{key}_spread"] for r in rounds if f"{key}_spread" in r]
+        if len(values) > 1 and merged[key]:
+            spreads.append((max(values) - min(values)) / merged[key])
+        if spreads:
+            merged[f"{key}_spread"] = max(spreads)
+    merged["rounds"] = len(rounds)
+    return merged
+
+
 def concurrent_tps(engine, clients: int) -> float:
     """Generated tokens per second of wall time with `clients` clients sending requests at once."""
     lock = threading.Lock()
@@ -400,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a GGUF file (default: the demo model)")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON, table and chart go")
     parser.add_argument("--engines", nargs="*", default=ENGINES, choices=ENGINES, metavar="ENGINE")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every engine this many times, in turn, so a slow spell of a shared "
+                             "machine hits them all (medians across rounds)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.model is None:
@@ -410,17 +428,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.worker, args.model)))
         return 0
 
-    results = {}
-    for name in args.engines:
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", "llamahost.bench", "--worker", name, "--model", args.model],
-                              capture_output=True, text=True, timeout=1800)
-        if done.returncode != 0:
-            print(f"  {name} failed: {done.stderr[-1500:]}", file=sys.stderr)
-            continue
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    rounds: dict[str, list[dict]] = {}
+    for round_index in range(args.rounds):
+        for name in args.engines:
+            print(f"round {round_index + 1}/{args.rounds}: measuring {name} ...", file=sys.stderr, flush=True)
+            done = subprocess.run([sys.executable, "-m", "llamahost.bench", "--worker", name, "--model", args.model],
+                                  capture_output=True, text=True, timeout=1800)
+            if done.returncode != 0:
+                print(f"  {name} failed: {done.stderr[-1500:]}", file=sys.stderr)
+                continue
+            rounds.setdefault(name, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+    results = {name: merge_rounds(measured) for name, measured in rounds.items()}
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {THREADS} threads, "
-               f"Python {platform.python_version()}, model {Path(args.model).name}")
+               f"Python {platform.python_version()}, model {Path(args.model).name}, {args.rounds} round(s), "
+               f"{TRIALS} trials ({GEN_TRIALS} for speeds) per round")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
