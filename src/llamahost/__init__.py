@@ -9,7 +9,8 @@ from .devices import devices, system_info
 from .estimate import DeviceEstimate, Estimate, MemoryEstimate, estimate, estimate_gpu_layers
 from .modelinfo import ModelInfo, inspect
 from .errors import APIError, InvalidModelError, LlamahostError, ModelLoadError, ServerClosedError
-from .server import Response, Server
+from .client import Response
+from .server import Server
 
 __version__ = "0.1.0"
 

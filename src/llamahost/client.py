@@ -1,0 +1,310 @@
+"""The OpenAI-shaped calls (chat, complete, embed, tokenize, ...) over any transport.
+
+``Client`` needs one thing from a subclass, ``_send``: call a route and return its
+``Response``, and for a streamed answer the ``Chunks`` of its body. ``Server`` sends to
+the in-process route handlers; ``HTTPClient`` sends over HTTP (a worker process of a
+pool, or any llama-server); a pool's handle sends to whichever of the two serves its model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+
+from .errors import APIError, ServerClosedError
+
+
+@dataclass
+class Response:
+    """What a route answered: status, headers and the raw body."""
+
+    status: int
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class Chunks:
+    """The body of a streamed answer, chunk by chunk.
+
+    Exhausting it, close(), or garbage collection ends the stream (and ``on_close`` runs
+    once), also when it was never read: leaving a stream early cancels its generation.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], None] | None = None):
+        self._chunks = chunks
+        self._on_close = on_close
+        self._closed = False
+
+    def __iter__(self) -> "Chunks":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def raise_for(response: Response) -> None:
+    """APIError with the route's status and error body, unless the response is a success."""
+    if response.ok:
+        return
+    try:
+        error = response.json().get("error", response.body.decode("utf-8", "replace"))
+    except (ValueError, AttributeError):
+        error = response.body.decode("utf-8", "replace")
+    raise APIError(response.status, error)
+
+
+class Client:
+    """Every call of a llama.cpp server, given a transport (``_send``)."""
+
+    def _send(self, method: str, path: str, body: bytes) -> tuple[Response, Chunks | None]:
+        """Call a route; a streamed answer comes with its body as Chunks (and an empty ``body``)."""
+        raise NotImplementedError
+
+    def _call(self, method: str, path: str, body: Any) -> tuple[Response, Chunks | None]:
+        if body is None:
+            raw = b""
+        elif isinstance(body, (bytes, bytearray)):
+            raw = bytes(body)
+        else:
+            raw = json.dumps(body).encode("utf-8")
+        return self._send(method.upper(), path, raw)
+
+    def request(self, method: str, path: str, body: Any = None) -> Response:
+        """Call any route as an HTTP client would: a dict body is sent as JSON, bytes as they are.
+
+        A streamed answer is read whole into ``body``; use the stream= methods to iterate.
+        """
+        response, chunks = self._call(method, path, body)
+        if chunks is not None:
+            response.body = b"".join(chunks)
+        return response
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.request(method, path, body)
+        raise_for(response)
+        return response.json()
+
+    def _events(self, path: str, body: dict) -> Iterator[dict]:
+        """POST with stream=True and yield each server-sent event's JSON."""
+        response, chunks = self._call("POST", path, dict(body, stream=True))
+        if chunks is None:
+            raise_for(response)
+            raise APIError(response.status, "expected a stream, got a plain response")
+        with closing(chunks):
+            pending = b""
+            for chunk in chunks:
+                pending += chunk
+                while b"\n\n" in pending:
+                    event, pending = pending.split(b"\n\n", 1)
+                    parsed = _parse_event(event)
+                    if parsed is _DONE:
+                        return
+                    if parsed is not None:
+                        yield parsed
+            if pending.strip():
+                parsed = _parse_event(pending)
+                if parsed not in (None, _DONE):
+                    yield parsed
+
+    # -- OpenAI-shaped calls -------------------------------------------------------------------
+
+    def chat(self, messages: list[dict], *, stream: bool = False, **opts: Any) -> Any:
+        """/v1/chat/completions: the response dict, or with stream=True an iterator of chunks."""
+        body = dict(opts, messages=messages)
+        if stream:
+            return self._events("/v1/chat/completions", body)
+        return self._json("POST", "/v1/chat/completions", body)
+
+    def complete(self, prompt: str | list, *, stream: bool = False, **opts: Any) -> Any:
+        """/v1/completions: the response dict, or with stream=True an iterator of chunks."""
+        body = dict(opts, prompt=prompt)
+        if stream:
+            return self._events("/v1/completions", body)
+        return self._json("POST", "/v1/completions", body)
+
+    def achat(self, messages: list[dict], *, stream: bool = False, **opts: Any):
+        """Async chat: ``await srv.achat(...)`` or ``async for chunk in srv.achat(..., stream=True)``."""
+        if stream:
+            return _aiter_in_thread(self.chat(messages, stream=True, **opts))
+        return asyncio.to_thread(self.chat, messages, **opts)
+
+    def acomplete(self, prompt: str | list, *, stream: bool = False, **opts: Any):
+        """Async complete, like achat()."""
+        if stream:
+            return _aiter_in_thread(self.complete(prompt, stream=True, **opts))
+        return asyncio.to_thread(self.complete, prompt, **opts)
+
+    def embed(self, texts: str | Sequence[str], **opts: Any):
+        """/v1/embeddings as a float32 numpy array of shape (len(texts), dim)."""
+        import numpy as np
+
+        if isinstance(texts, str):
+            texts = [texts]
+        data = self._json("POST", "/v1/embeddings", dict(opts, input=list(texts)))["data"]
+        data.sort(key=lambda item: item["index"])
+        return np.asarray([item["embedding"] for item in data], dtype=np.float32)
+
+    def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, **opts: Any) -> list[dict]:
+        """/v1/rerank: ``[{"index": i, "relevance_score": s}, ...]``, best first."""
+        body = dict(opts, query=query, documents=list(documents))
+        if top_n is not None:
+            body["top_n"] = top_n
+        results = self._json("POST", "/v1/rerank", body)["results"]
+        return sorted(results, key=lambda r: r["relevance_score"], reverse=True)
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        body = {"content": text, "add_special": add_special, "parse_special": parse_special}
+        return self._json("POST", "/tokenize", body)["tokens"]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._json("POST", "/detokenize", {"tokens": list(tokens)})["content"]
+
+    def count_tokens(self, messages_or_text: str | list[dict], *, tools: list[dict] | None = None) -> int:
+        """Exactly the ``usage.prompt_tokens`` the server reports for the same input.
+
+        Messages go through the model's chat template (and tools, if given); a text is
+        counted as the completions route would, with the model's BOS token.
+        """
+        if isinstance(messages_or_text, str):
+            return len(self.tokenize(messages_or_text, add_special=True))
+        body: dict[str, Any] = {"messages": messages_or_text}
+        if tools is not None:
+            body["tools"] = tools
+        return self._json("POST", "/v1/chat/completions/input_tokens", body)["input_tokens"]
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return self._json("GET", "/health")
+
+    def props(self) -> dict:
+        return self._json("GET", "/props")
+
+    def models(self) -> dict:
+        return self._json("GET", "/v1/models")
+
+
+# hop-by-hop and framing headers: the transport that forwards a response sets its own
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "content-type", "date",
+                      "server"})
+
+
+class HTTPClient(Client):
+    """The same calls over HTTP to a server at ``url`` (a pool's worker process, or any
+    llama-server), on kept-alive connections. A connection that fails raises ServerClosedError."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, connect_timeout: float = 10.0):
+        import httpx
+
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # no read timeout: a generation may take long; a server that hangs is a pool's health check's job
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(None, connect=connect_timeout))
+        self._transport_error = httpx.TransportError
+
+    def _send(self, method: str, path: str, body: bytes) -> tuple[Response, Chunks | None]:
+        request = self._http.build_request(method, path, content=body or None,
+                                           headers={"Content-Type": "application/json"} if body else None)
+        try:
+            answer = self._http.send(request, stream=True)
+        except self._transport_error as exc:
+            raise ServerClosedError(f"{self.url}: {exc or type(exc).__name__}") from None
+        headers = {k: v for k, v in answer.headers.items() if k.lower() not in _FRAMING}
+        response = Response(answer.status_code, answer.headers.get("content-type", ""), headers)
+        if response.content_type.startswith("text/event-stream"):
+            return response, Chunks(self._read(answer.iter_raw()), answer.close)
+        try:
+            response.body = answer.read()
+        except self._transport_error as exc:
+            raise ServerClosedError(f"{self.url}: {exc or type(exc).__name__}") from None
+        finally:
+            answer.close()
+        return response, None
+
+    def _read(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            yield from chunks
+        except self._transport_error as exc:
+            raise ServerClosedError(f"{self.url}: {exc or type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "HTTPClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_DONE = object()
+
+
+def _parse_event(event: bytes) -> Any:
+    """One server-sent event: its JSON, _DONE for ``[DONE]``, None for comments; errors raise."""
+    data_lines = []
+    is_error = False
+    for line in event.decode("utf-8").splitlines():
+        if line.startswith("data:"):
+            data_lines.append(line[5:].strip())
+        elif line.startswith("error:"):
+            data_lines.append(line[6:].strip())
+            is_error = True
+    if not data_lines:
+        return None
+    data = "\n".join(data_lines)
+    if data == "[DONE]":
+        return _DONE
+    parsed = json.loads(data)
+    if is_error or (isinstance(parsed, dict) and "error" in parsed and len(parsed) == 1):
+        error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        code = error.get("code", 500) if isinstance(error, dict) else 500
+        raise APIError(code if isinstance(code, int) else 500, error)
+    return parsed
+
+
+async def _aiter_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
+    """Drive a blocking iterator from a worker thread, one item at a time."""
+    done = object()
+    try:
+        while True:
+            item = await asyncio.to_thread(next, iterator, done)
+            if item is done:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
