@@ -73,17 +73,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _parse_device(text: str) -> dict:
+    from .config import parse_size
+
     name, sep, size = text.partition("=")
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    number = size.upper().rstrip("IB").rstrip("B")
-    unit = number[-1] if number and number[-1] in units else ""
     try:
-        value = float(number[: len(number) - len(unit)]) * units[unit]
+        value = parse_size(size)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=SIZE, e.g. CUDA0=24GiB") from None
-    if not sep or not name:
+        value = None
+    if not sep or not name or value is None:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=SIZE, e.g. CUDA0=24GiB")
-    return {"name": name, "memory_free": int(value), "memory_total": int(value)}
+    return {"name": name, "memory_free": value, "memory_total": value}
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

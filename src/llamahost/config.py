@@ -58,6 +58,24 @@ def _on_off_auto(name: str, value: Any) -> str:
     return _choice("on", "off", "auto")(name, value)
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a text such as ``"8GiB"``, ``"512M"`` or ``"1.5 GB"`` (units of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
+    try:
+        size = float(text[: len(text) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        size = -1
+    if size < 0 or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size: expected a number of bytes or a text such as 8GiB or 512MiB")
+    return int(size)
+
+
 _CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 
 
