@@ -33,6 +33,13 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, tiny_model) -> list[Path]:
+    """Three small llama models of the same shape (the pool and router tests' models)."""
+    folder = tmp_path_factory.mktemp("pool-models")
+    return [tiny_model] + [synthetic.write_llama(folder / f"tiny-{n}.gguf", seed=n) for n in (1, 2)]
+
+
+@pytest.fixture(scope="session")
 def arch_models(tmp_path_factory, demo_model, tiny_model) -> dict[str, tuple[Path, dict]]:
     """One model per architecture, with the parameters it loads with."""
     folder = tmp_path_factory.mktemp("archs")

@@ -10,13 +10,14 @@ from .estimate import DeviceEstimate, Estimate, MemoryEstimate, estimate, estima
 from .modelinfo import ModelInfo, inspect
 from .errors import APIError, InvalidModelError, LlamahostError, ModelLoadError, ServerClosedError
 from .client import Response
+from .pool import Handle, Pool
 from .server import Server
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "APIError", "DeviceEstimate", "Estimate", "InvalidModelError", "LlamahostError", "ModelInfo",
-    "MemoryEstimate", "ModelLoadError", "Response", "Server", "ServerClosedError", "devices", "estimate",
+    "APIError", "DeviceEstimate", "Estimate", "Handle", "InvalidModelError", "LlamahostError", "ModelInfo",
+    "MemoryEstimate", "ModelLoadError", "Pool", "Response", "Server", "ServerClosedError", "devices", "estimate",
     "estimate_gpu_layers", "inspect",
     "system_info", "__version__",
 ]
