@@ -8,17 +8,38 @@ import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
+from itertools import takewhile
+from pathlib import Path
+from typing import Iterator
 
 from . import __version__
 
 SERVE_HELP = """\
 usage: llamahost serve [MODEL] [llama-server options ...]
+       llamahost serve MODEL MODEL ... [options ...]
+       llamahost serve [MODEL ...] --models-dir DIR [options ...]
 
 Serve MODEL (a GGUF path) with llama.cpp's own server, inside this process, on
 http://127.0.0.1:8080 unless --host/--port say otherwise. With no model, serves the
 demo model from the [demo] extra. Every llama-server option and LLAMA_ARG_* variable
 works as it does for llama-server; they are listed below. Ctrl-C stops.
+
+Several models (two or more MODELs, or --models-dir) are served on one port: the
+OpenAI "model" field of a request (or ?model= on a GET) names the model, by its file
+name without .gguf, or by NAME when given as NAME=MODEL; /v1/models lists them, loaded
+or not; /metrics has series per model and for the whole pool. A model loads on its
+first request. The llama-server options after the models apply to every model; --host,
+--port and --api-key are the endpoint's. Options of this mode:
+  --models-dir DIR      serve each GGUF in DIR (named by its file) and each subfolder
+                        holding a model (named by the folder; a projector beside it is used)
+  --isolation MODE      thread (default): models in this process; process: one worker
+                        process per model, restarted if it dies
+  --memory-budget SIZE  e.g. 16GiB (default: the free memory); the least recently used
+                        models are unloaded to make room for a model that would not fit
+  --idle-ttl SECONDS    unload a model unused this long (default 300; 0: never)
 """
+MULTI_MODEL_OPTIONS = ("--models-dir", "--isolation", "--memory-budget", "--idle-ttl")
 
 
 def _human(n: int) -> str:
@@ -122,6 +143,9 @@ def cmd_serve(argv: list[str]) -> int:
         sys.stdout.flush()
         _native.Engine(["--help"])  # upstream prints llama-server's full option list and exits
         return 0
+    models = list(takewhile(lambda arg: not arg.startswith("-"), argv))
+    if len(models) > 1 or _option(argv, "--models-dir")[0] is not None:
+        return cmd_serve_models(models, argv[len(models):])
     flags = list(argv)
     if flags and not flags[0].startswith("-"):
         flags = ["--model", flags[0]] + flags[1:]
@@ -130,6 +154,28 @@ def cmd_serve(argv: list[str]) -> int:
 
         flags = ["--model", str(demo_model_path())] + flags
 
+    with _stop_on_signals() as stop:
+        try:
+            server = Server.from_args(flags)
+        except (ValueError, OSError, RuntimeError) as exc:
+            print(f"llamahost serve: {exc}", file=sys.stderr)
+            return 2
+        try:
+            print(f"llamahost: serving {server.model_path} at {server.url} (OpenAI API under {server.url}/v1); "
+                  "Ctrl-C stops", flush=True)
+            while not stop.wait(0.5):
+                if not server.running:
+                    print("llamahost: the server stopped", file=sys.stderr)
+                    return 1
+        finally:
+            print("llamahost: stopping ...", flush=True)
+            server.close()
+    return 0
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT or SIGTERM sets; a second signal exits at once."""
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:
@@ -140,22 +186,93 @@ def cmd_serve(argv: list[str]) -> int:
     # installed even where SIGINT was ignored (a background job), as llama-server does
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server = Server.from_args(flags)
-    except (ValueError, OSError, RuntimeError) as exc:
-        print(f"llamahost serve: {exc}", file=sys.stderr)
-        return 2
-    try:
-        print(f"llamahost: serving {server.model_path} at {server.url} (OpenAI API under {server.url}/v1); "
-              "Ctrl-C stops", flush=True)
-        while not stop.wait(0.5):
-            if not server.running:
-                print("llamahost: the server stopped", file=sys.stderr)
-                return 1
+        yield stop
     finally:
-        print("llamahost: stopping ...", flush=True)
-        server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _option(flags: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value of option ``name`` (``name VALUE`` or ``name=VALUE``; the last one given)
+    and the flags without it."""
+    value, rest, i = None, [], 0
+    while i < len(flags):
+        if flags[i] == name and i + 1 < len(flags):
+            value, i = flags[i + 1], i + 2
+            continue
+        if flags[i].startswith(name + "="):
+            value = flags[i].split("=", 1)[1]
+        else:
+            rest.append(flags[i])
+        i += 1
+    return value, rest
+
+
+def _model_names(models: list[str], models_dir: str | None) -> dict[str, tuple[str, list[str]]]:
+    """name -> (model, its own flags), from NAME=MODEL or MODEL positionals and a models folder."""
+    from .router import models_in_dir
+
+    found: list[tuple[str, str, list[str]]] = []
+    for model in models:
+        name, sep, ref = model.partition("=")
+        if not sep or not name or "/" in name or os.path.exists(model):  # MODEL alone: named by its file
+            ref = model
+            name = Path(model).name.removesuffix(".gguf") if model.endswith(".gguf") else model
+        found.append((name, ref, []))
+    if models_dir:
+        found += [(name, str(path), flags) for name, (path, flags) in models_in_dir(models_dir).items()]
+    named: dict[str, tuple[str, list[str]]] = {}
+    for name, ref, flags in found:
+        if name in named:
+            raise ValueError(f"two models named {name!r}: name one with NAME=MODEL")
+        named[name] = (ref, flags)
+    if not named:
+        raise ValueError(f"no model found in {models_dir}")
+    return named
+
+
+def cmd_serve_models(models: list[str], flags: list[str]) -> int:
+    """Several models behind one endpoint (see SERVE_HELP)."""
+    from .errors import LlamahostError
+    from .pool import Pool
+    from .router import Router
+    from .server import _arg_value
+
+    try:
+        options = {}
+        for name in MULTI_MODEL_OPTIONS:
+            options[name], flags = _option(flags, name)
+        host, flags = _option(flags, "--host")
+        port, flags = _option(flags, "--port")
+        named = _model_names(models, options["--models-dir"])
+        idle_ttl = float(options["--idle-ttl"] or 300)
+        pool = Pool(memory_budget=options["--memory-budget"], idle_ttl=idle_ttl or None,
+                    isolation=options["--isolation"] or "thread")
+    except (ValueError, OSError) as exc:
+        print(f"llamahost serve: {exc}", file=sys.stderr)
+        return 2
+    if "--metrics" not in flags:
+        flags.append("--metrics")  # the models' own series in the endpoint's /metrics
+    with _stop_on_signals() as stop:
+        try:
+            handles = {name: pool.get(model, args=flags + own + ["--alias", name])
+                       for name, (model, own) in named.items()}
+            router = Router(pool, handles, host=host or os.environ.get("LLAMA_ARG_HOST", "127.0.0.1"),
+                            port=int(port or os.environ.get("LLAMA_ARG_PORT", 8080)),
+                            api_key=_arg_value(flags, ("--api-key",), os.environ.get("LLAMA_ARG_API_KEY")))
+        except (ValueError, OSError, LlamahostError) as exc:
+            pool.close()
+            print(f"llamahost serve: {exc}", file=sys.stderr)
+            return 2
+        try:
+            print(f"llamahost: serving {len(handles)} models at {router.url} (OpenAI API under {router.url}/v1, "
+                  f"\"model\": {', '.join(handles)}); {pool.isolation} isolation, memory budget "
+                  f"{_human(pool.memory_budget)}; Ctrl-C stops", flush=True)
+            stop.wait()
+        finally:
+            print("llamahost: stopping ...", flush=True)
+            pool.close()  # requests in flight end with a 503
+            router.close()
     return 0
 
 

@@ -1,0 +1,212 @@
+"""One HTTP endpoint for many models: the OpenAI ``model`` field picks the model.
+
+``Router(pool, {"name": handle, ...})`` listens on one port. A POST goes to the model
+its JSON body names (``"model": "name"``), a GET to the one its ``?model=name`` query
+names; the request reaches that model's handle unchanged, and the answer (a stream too)
+comes back unchanged. With thread isolation the handle calls the route handlers in this
+process, so there is no second HTTP hop; with process isolation it forwards over
+kept-alive loopback connections. The router itself answers /health, /v1/models (the
+models served, loaded or not) and /metrics (Prometheus: per model and pool-wide).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import parse_qs
+
+from .client import Chunks, Response
+from .errors import LlamahostError
+from .metrics import prometheus
+from .pool import Handle, Pool
+
+PUBLIC_PATHS = ("/health", "/v1/health")  # as llama-server: no API key needed
+
+
+def _error(status: int, kind: str, message: str) -> Response:
+    body = json.dumps({"error": {"code": status, "message": message, "type": kind}}).encode()
+    return Response(status, "application/json; charset=utf-8", {}, body)
+
+
+def _json(data: object) -> Response:
+    return Response(200, "application/json; charset=utf-8", {}, json.dumps(data).encode())
+
+
+class Router:
+    """Serve ``models`` (name -> Handle of ``pool``) on ``http://host:port``; call close()."""
+
+    def __init__(self, pool: Pool, models: Mapping[str, Handle], *, host: str = "127.0.0.1", port: int = 8080,
+                 api_key: str | None = None):
+        self.pool = pool
+        self.models = dict(models)
+        self.api_keys = set(api_key.split(",")) if api_key else set()
+        self.created = int(time.time())
+        self._http = _HTTPServer((host, port), _RequestHandler)
+        self._http.router = self
+        self.host, self.port = host, self._http.server_address[1]
+        self._thread = threading.Thread(target=self._http.serve_forever, name="llamahost-router", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def close(self) -> None:
+        """Stop listening and end the open connections (streams in flight are cancelled)."""
+        self._http.shutdown()
+        self._http.close_connections()
+        self._http.server_close()  # joins the connection threads
+        self._thread.join()
+
+    def __enter__(self) -> "Router":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def route(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[Response, Chunks | None]:
+        """The answer to one request, as a model's server or the router itself gives it."""
+        path, _, query = target.partition("?")
+        if path in PUBLIC_PATHS:
+            return _json({"status": "ok"}), None
+        if self.api_keys and not self._authorized(headers):
+            return _error(401, "authentication_error", "Invalid API Key"), None
+        if method == "GET" and path in ("/v1/models", "/models"):
+            return self._list(), None
+        if method == "GET" and path == "/metrics":
+            return Response(200, "text/plain; version=0.0.4", {}, prometheus(self.pool, self.models).encode()), None
+        name = parse_qs(query).get("model", [None])[0]
+        if method == "POST" and body:
+            try:
+                fields = json.loads(body)
+            except ValueError as exc:
+                return _error(400, "invalid_request_error", f"the body is not JSON: {exc}"), None
+            if isinstance(fields, dict) and fields.get("model") is not None:
+                name = fields["model"]
+        if not name:
+            return _error(400, "invalid_request_error", "model name is missing from the request"), None
+        handle = self.models.get(name) if isinstance(name, str) else None
+        if handle is None:
+            return _error(404, "not_found_error", f"model '{name}' not found; see /v1/models"), None
+        try:
+            return handle._send(method, target, body)
+        except LlamahostError as exc:  # the model could not be loaded, or the pool is closing
+            return _error(503, "unavailable_error", f"model '{name}' is unavailable: {exc}"), None
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        key = headers.get("Authorization") or headers.get("X-Api-Key") or ""
+        return key.removeprefix("Bearer ") in self.api_keys
+
+    def _list(self) -> Response:
+        data = [{"id": name, "object": "model", "owned_by": "llamahost", "created": self.created,
+                 "status": {"value": handle.state}} for name, handle in self.models.items()]
+        return _json({"object": "list", "data": data})
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() joins them
+    router: Router
+
+    def __init__(self, *args: object):
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that left is no error of ours
+            super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        """Wake every connection thread: those waiting for a next request see the end of it."""
+        with self._connections_lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # kept-alive connections
+    disable_nagle_algorithm = True  # a small write goes out now, not after the peer's delayed ACK
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # the models' servers log; a line per request here would be noise
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
+    def _answer(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        response, chunks = self.server.router.route(method, self.path, self.headers, body)
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        if chunks is None:
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body)
+            return
+        with closing(chunks):  # a client that leaves mid-stream cancels the generation
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+
+
+def models_in_dir(directory: str | Path) -> dict[str, tuple[Path, list[str]]]:
+    """The models of a folder, read as llama-server's ``--models-dir`` reads it: name ->
+    (GGUF, further flags). Each GGUF file is a model named by its file name without
+    ``.gguf`` (projectors skipped); each subfolder is a model named by the folder, its GGUF
+    (a split model's first part) with the projector beside it, if any, as ``--mmproj``."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: not a directory")
+    found: dict[str, tuple[Path, list[str]]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            ggufs = sorted(p for p in entry.iterdir() if p.suffix.lower() == ".gguf")
+            projectors = [p for p in ggufs if "mmproj" in p.name.lower()]
+            weights = [p for p in ggufs if p not in projectors and not _later_part(p)]
+            if weights:
+                found[entry.name] = (weights[0], ["--mmproj", str(projectors[0])] if projectors else [])
+        elif entry.suffix.lower() == ".gguf" and "mmproj" not in entry.name.lower() and not _later_part(entry):
+            found[entry.stem] = (entry, [])
+    return found
+
+
+def _later_part(path: Path) -> bool:
+    """A split GGUF's second, third, ... part (loaded through its first)."""
+    from .modelinfo import SPLIT_NAME
+
+    split = SPLIT_NAME.match(path.name)
+    return bool(split) and int(split["index"]) > 1
