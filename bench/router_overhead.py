@@ -1,0 +1,96 @@
+"""What the one-endpoint router costs against calling the model's server directly.
+
+For each isolation (thread: the router calls the in-process route handlers; process:
+it forwards over loopback HTTP to the worker), over kept-alive HTTP connections:
+- overhead per request: median latency through the router minus median latency straight
+  to the model's own server, for a cheap route (/tokenize) and a one-token completion,
+  the two measured alternately;
+- throughput: tokens/s of concurrent streamed completions through the router, divided by
+  the same straight to the model's server (medians of rounds run in turn).
+
+    python bench/router_overhead.py [--model M] [--requests 300] [--clients 4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from llamahost import Pool
+from llamahost.router import Router
+
+
+def latencies(http: httpx.Client, urls: dict[str, str], body: dict, path: str, n: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {name: [] for name in urls}
+    for _ in range(n):
+        for name, url in urls.items():  # alternately, so that drift hits both alike
+            started = time.perf_counter()
+            r = http.post(url + path, json=body)
+            out[name].append(time.perf_counter() - started)
+            assert r.status_code == 200, r.text
+    return out
+
+
+def throughput(url: str, clients: int, per_client: int, max_tokens: int) -> float:
+    def one_client(i: int) -> int:
+        tokens = 0
+        with httpx.Client(timeout=300) as http:
+            for j in range(per_client):
+                body = {"model": "m", "prompt": f"Story {i}.{j}:", "max_tokens": max_tokens, "ignore_eos": True,
+                        "stream": True, "temperature": 0}
+                with http.stream("POST", url + "/v1/completions", json=body) as r:
+                    tokens += sum(1 for line in r.iter_lines() if line.startswith("data: {"))
+        return tokens
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        tokens = sum(pool.map(one_client, range(clients)))
+    return tokens / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a GGUF (default: the demo model)")
+    parser.add_argument("--requests", type=int, default=300, help="requests per route and path for the latency")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--per-client", type=int, default=4, help="completions per client per round")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--isolation", nargs="+", default=["thread", "process"])
+    args = parser.parse_args()
+    if args.model is None:
+        from llamahost.demo import demo_model_path
+
+        args.model = str(demo_model_path())
+    print(f"model {args.model}; {args.requests} requests per route and path, {args.clients} clients x "
+          f"{args.per_client} completions of {args.max_tokens} tokens, {args.rounds} rounds")
+    print(f"{'isolation':<10} {'route':<24} {'direct ms':>10} {'router ms':>10} {'overhead ms':>12}")
+    for isolation in args.isolation:
+        with Pool(isolation=isolation) as pool:
+            handle = pool.get(args.model, n_ctx=2048, parallel=args.clients, threads=2)
+            with Router(pool, {"m": handle}, port=0) as router, httpx.Client(timeout=300) as http:
+                urls = {"direct": handle.url, "router": router.url}
+                cases = [("/tokenize", {"model": "m", "content": "Hello world, how are you?"}),
+                         ("/v1/completions", {"model": "m", "prompt": "Hi", "max_tokens": 1, "temperature": 0})]
+                for path, body in cases:
+                    latencies(http, urls, body, path, 20)  # warm-up
+                    got = latencies(http, urls, body, path, args.requests)
+                    direct, routed = (statistics.median(got[k]) * 1e3 for k in ("direct", "router"))
+                    label = path + (" (1 token)" if "completions" in path else "")
+                    print(f"{isolation:<10} {label:<24} {direct:>10.3f} {routed:>10.3f} {routed - direct:>12.3f}")
+                rates: dict[str, list[float]] = {"direct": [], "router": []}
+                throughput(urls["direct"], args.clients, 1, args.max_tokens)  # warm-up
+                for _ in range(args.rounds):
+                    for name, url in urls.items():
+                        rates[name].append(throughput(url, args.clients, args.per_client, args.max_tokens))
+                direct, routed = (statistics.median(rates[k]) for k in ("direct", "router"))
+                print(f"{isolation:<10} {'throughput tokens/s':<24} {direct:>10.1f} {routed:>10.1f} "
+                      f"{'ratio ' + format(routed / direct, '.3f'):>12}")
+
+
+if __name__ == "__main__":
+    main()
