@@ -172,6 +172,17 @@ def test_a_worker_that_stops_answering_is_killed_and_restarted(tiny_models):
         wait_until(lambda: not alive(stuck), 10, "the stuck worker's end")
 
 
+def test_unloading_returns_the_memory_in_process(tiny_models):
+    with llamahost.Pool(idle_ttl=None) as pool:
+        handle = pool.get(tiny_models[0], **CTX)
+        handle.load().unload()  # what a first load sets up once (backend threads, caches) stays
+        before = rss_bytes(os.getpid())
+        handle.complete("x", max_tokens=1)
+        loaded = rss_bytes(os.getpid())
+        handle.unload()
+        assert rss_bytes(os.getpid()) - before < (loaded - before) / 2, (before, loaded, rss_bytes(os.getpid()))
+
+
 def test_unloading_a_worker_returns_its_memory(tiny_models):
     with llamahost.Pool(isolation="process", idle_ttl=None) as pool:
         handle = pool.get(tiny_models[0], **CTX)

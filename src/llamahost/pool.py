@@ -13,6 +13,7 @@ that model alone.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import logging
 import os
@@ -314,6 +315,8 @@ class Pool:
             backends, self._to_close = self._to_close, []
         for backend in backends:
             backend.close()
+        if backends and self.isolation == "thread":
+            _return_freed_heap()
 
     # -- failures ------------------------------------------------------------------------------
 
@@ -522,6 +525,15 @@ class Handle(Client):
 def _unavailable(m: _Model, reason: str) -> Response:
     error = {"error": {"code": 503, "type": "unavailable_error", "message": f"model {m.name} is unavailable: {reason}"}}
     return Response(503, "application/json; charset=utf-8", {}, json.dumps(error).encode())
+
+
+def _return_freed_heap() -> None:
+    """glibc keeps the heap an unloaded model freed for reuse (in a 270M model's case, 100 MiB
+    and more); malloc_trim hands it back to the system. Elsewhere there is nothing to do."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _needs(path: str, args: list[str]) -> int:
