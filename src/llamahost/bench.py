@@ -446,13 +446,31 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     table = markdown(results, machine)
-    (out / "benchmarks-table.md").write_text(table)
     try:
         chart(results, out / "benchmarks.png")
+        has_chart = True
     except ImportError:
         print("matplotlib is missing, so no chart (bash bench/setup_peers.sh installs it)", file=sys.stderr)
+        has_chart = False
+    (out / "BENCHMARKS.md").write_text(report(table, has_chart, args.engines))
     print(table)
     return 0
+
+
+def report(table: str, has_chart: bool, engines: list[str]) -> str:
+    """docs/BENCHMARKS.md: how the figures were made, the table and the chart."""
+    lines = ["# Benchmarks: llamahost against its peers", "",
+             "Made by `bash bench/setup_peers.sh && bench/.venv/bin/python bench/run.py` "
+             "(`llamahost bench --help` for the options). Every engine runs on the same model, thread count "
+             "and machine, one engine at a time in a fresh process; each figure is a median of repeated "
+             "trials. llama-server and llama-bench are built from this repository's own `vendor/llama.cpp`. "
+             "Non-engine time is a request's wall time minus the engine's own prompt and predict times "
+             "(a short request, so it is what the binding and transport cost). Engines measured: "
+             + ", ".join(engines) + ".", "", table]
+    if has_chart:
+        lines += ["", "![generation and concurrent throughput](benchmarks.png)"]
+    lines += ["", "Raw figures, with each metric's spread (interquartile range / median): `benchmarks.json`."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
