@@ -9,6 +9,11 @@ from .devices import devices, system_info
 from .estimate import DeviceEstimate, Estimate, MemoryEstimate, estimate, estimate_gpu_layers
 from .modelinfo import ModelInfo, inspect
 from .errors import APIError, InvalidModelError, LlamahostError, ModelLoadError, ServerClosedError
+from .errors import (AmbiguousModelError, ChecksumError, DownloadError, GatedModelError, ModelNotFoundError,
+                     ModelReferenceError)
+from .hub import list_quantizations, pull, search_models
+from .library import list_models, remove_model
+from .models import ResolvedModel, resolve
 from .client import Response
 from .pool import Handle, Pool
 from .server import Server
@@ -19,5 +24,8 @@ __all__ = [
     "APIError", "DeviceEstimate", "Estimate", "Handle", "InvalidModelError", "LlamahostError", "ModelInfo",
     "MemoryEstimate", "ModelLoadError", "Pool", "Response", "Server", "ServerClosedError", "devices", "estimate",
     "estimate_gpu_layers", "inspect",
+    "AmbiguousModelError", "ChecksumError", "DownloadError", "GatedModelError", "ModelNotFoundError",
+    "ModelReferenceError", "ResolvedModel", "list_models", "list_quantizations", "pull", "remove_model", "resolve",
+    "search_models",
     "system_info", "__version__",
 ]

@@ -34,3 +34,33 @@ class APIError(LlamahostError):
         self.error = error
         message = error.get("message", error) if isinstance(error, dict) else error
         super().__init__(f"HTTP {status}: {message}")
+
+
+class ModelReferenceError(LlamahostError, LookupError):
+    """A model reference that names no model, or more than one: the ``ref`` and the ``candidates`` seen."""
+
+    def __init__(self, ref: str | os.PathLike, problem: str, candidates: "list[str] | tuple[str, ...]" = ()):
+        self.ref = os.fspath(ref)
+        self.candidates = list(candidates)
+        listing = "; candidates: " + ", ".join(self.candidates) if self.candidates else ""
+        super().__init__(f"{self.ref}: {problem}{listing}")
+
+
+class ModelNotFoundError(ModelReferenceError, FileNotFoundError):
+    """No file, folder, library entry or Hugging Face repository matches the reference."""
+
+
+class AmbiguousModelError(ModelReferenceError, ValueError):
+    """The reference matches several models (or quantizations, none of which fits): name one."""
+
+
+class DownloadError(LlamahostError, OSError):
+    """A download from the Hugging Face Hub failed or gave the wrong bytes."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded file's sha256 differs from the one the Hub lists; the file was deleted."""
+
+
+class GatedModelError(DownloadError, PermissionError):
+    """The repository is gated or private: it needs a token (``HF_TOKEN``) with access."""
