@@ -72,8 +72,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .gguf import ArraySummary
     from .modelinfo import inspect
+    from .models import resolve
 
-    info = inspect(args.model)
+    info = inspect(resolve(args.model).path)
     fields = {k: v for k, v in vars(info).items() if k not in ("metadata", "tensors", "parts", "path")}
     if args.json:
         meta = {k: repr(v) if isinstance(v, ArraySummary) else v for k, v in info.metadata.items()}
@@ -108,12 +109,14 @@ def _parse_device(text: str) -> dict:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from .estimate import estimate
+    from .models import resolve
 
     params = {"n_ctx": args.ctx, "parallel": args.parallel, "cache_type_k": args.cache_type_k,
               "cache_type_v": args.cache_type_v}
-    params = {k: v for k, v in params.items() if v is not None}
+    resolved = resolve(args.model)
+    params = resolved.server_params({k: v for k, v in params.items() if v is not None})
     ngl = args.gpu_layers if args.gpu_layers in ("auto", "all") else int(args.gpu_layers)
-    est = estimate(args.model, devices=args.device or None, n_gpu_layers=ngl, method=args.method, **params)
+    est = estimate(resolved.path, devices=args.device or None, n_gpu_layers=ngl, method=args.method, **params)
     if args.json:
         print(json.dumps(est.as_dict(), indent=2))
         return 0
@@ -125,6 +128,87 @@ def cmd_estimate(args: argparse.Namespace) -> int:
               f"{_human(d.used):>11} {_human(d.free):>11}  {'yes' if d.fits else 'NO'}")
     print(f"total {_human(est.total_bytes)}; {'fits' if est.fits else 'does NOT fit'}; "
           f"largest context that fits: {est.max_ctx}")
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .hub import pull
+
+    try:
+        model = pull(args.ref)
+    except KeyboardInterrupt:
+        print("llamahost pull: interrupted; nothing was added to the library", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(model.as_dict(), indent=2))
+        return 0
+    print(f"{model.name}: {_human(model.size)}, {model.quantization}, {model.architecture}, "
+          f"context {model.context_length}")
+    print(f"  {model.path}" + (f"\n  projector {model.mmproj}" if model.mmproj else ""))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .library import Library
+
+    library = Library()
+    for name in library.prune():
+        print(f"llamahost list: dropped {name}: its files were deleted or changed", file=sys.stderr)
+    models = library.models()
+    if args.json:
+        print(json.dumps([m.as_dict() for m in models], indent=2))
+        return 0
+    _table(("NAME", "SIZE", "QUANT", "ARCH", "CONTEXT", "PATH"),
+           [(m.name, _human(m.size), m.quantization, m.architecture, str(m.context_length), str(m.path))
+            for m in models])
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from .library import Library
+
+    library = Library()
+    model = library.one(args.ref)
+    deleted = library.remove(model)
+    if args.json:
+        print(json.dumps({"name": model.name, "deleted": [str(p) for p in deleted]}, indent=2))
+    else:
+        print(f"removed {model.name}: " + ", ".join(str(p) for p in deleted) if deleted else
+              f"removed {model.name} (its files stay: other models use them)")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .errors import ModelNotFoundError
+    from .hub import list_quantizations, parse_ref, search_models
+
+    ref = parse_ref(args.query)
+    if ref is not None and ref.tag is None and ref.file is None:  # a repository: its quantizations
+        try:
+            quants = list_quantizations(ref.repo)
+        except ModelNotFoundError:
+            quants = None
+        if quants is not None:
+            if args.json:
+                print(json.dumps([q.as_dict() for q in quants], indent=2))
+                return 0
+            _table(("NAME", "SIZE", "FITS", "FILES"), [(q.name, _human(q.size), "yes" if q.fits else "no",
+                                                        ", ".join(q.files)) for q in quants])
+            return 0
+    found = search_models(args.query, limit=args.limit)
+    if args.json:
+        print(json.dumps([m.as_dict() for m in found], indent=2))
+        return 0
+    _table(("REPOSITORY", "DOWNLOADS", "LIKES", "UPDATED", "GATED"),
+           [(m.repo, str(m.downloads or 0), str(m.likes or 0),
+             m.last_modified.date().isoformat() if m.last_modified else "-", "yes" if m.gated else "no")
+            for m in found])
     return 0
 
 
@@ -148,7 +232,13 @@ def cmd_serve(argv: list[str]) -> int:
         return cmd_serve_models(models, argv[len(models):])
     flags = list(argv)
     if flags and not flags[0].startswith("-"):
-        flags = ["--model", flags[0]] + flags[1:]
+        from .models import resolve
+
+        try:
+            flags = resolve(flags[0]).server_flags(flags[1:])
+        except (ValueError, OSError) as exc:
+            print(f"llamahost serve: {exc}", file=sys.stderr)
+            return 2
     if not _names_model(flags):
         from .demo import demo_model_path
 
@@ -313,6 +403,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="the engine's dry run, or metadata alone (auto: the dry run when the engine reads the model)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("pull", help="download a model from Hugging Face into the library")
+    p.add_argument("ref", metavar="REF", help="org/repo (the best quantization that fits), org/repo:TAG, "
+                                              "org/repo/FILE.gguf, or a pulled model (to update it)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_pull)
+    p = sub.add_parser("list", help="list the models in the library")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("rm", help="delete a model from the library")
+    p.add_argument("ref", metavar="REF", help="a name from `llamahost list` (org/ may be left out)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_rm)
+    p = sub.add_parser("search", help="search Hugging Face for GGUF models; for org/repo, list its quantizations")
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("--limit", type=int, default=20, help="results (default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_search)
 
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -16,6 +16,7 @@ from . import _native, config, gguf
 from .client import Chunks, Client, Response
 from .estimate import fitted_context
 from .errors import ModelLoadError, ServerClosedError
+from .models import resolve
 
 if TYPE_CHECKING:
     from .estimate import DeviceEstimate
@@ -30,8 +31,10 @@ class Server(Client):
     """
 
     def __init__(self, model: str | os.PathLike, **params: Any):
-        path = os.fspath(model)
-        self._start(path, command_line(path, params))
+        """``model``: a GGUF path, a model folder, a library name or a Hugging Face reference
+        (see ``llamahost.resolve``)."""
+        args = command_line(os.fspath(model), params)
+        self._start(_model_path(args), args)
 
     @classmethod
     def from_args(cls, args: Sequence[str]) -> "Server":
@@ -127,9 +130,12 @@ class Server(Client):
         return self._engine.routes()
 
 
-def command_line(path: str, params: dict[str, Any]) -> list[str]:
-    """llama-server's command line for ``Server(path, **params)``: a clear error first for a
-    missing, foreign or damaged file, and ``n_ctx=0`` ("as large as fits") made concrete."""
+def command_line(model: str, params: dict[str, Any]) -> list[str]:
+    """llama-server's command line for ``Server(model, **params)``: the reference resolved (with
+    a projector found beside the model), a clear error first for a missing, foreign or damaged
+    file, and ``n_ctx=0`` ("as large as fits") made concrete."""
+    resolved = resolve(model)
+    path, params = str(resolved.path), resolved.server_params(params)
     gguf.read_header(path)
     fitted = fitted_context(path, params)
     if fitted is not None:
