@@ -45,18 +45,21 @@ def write_llama(path: Path, **kw) -> Path:
 def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int = 2, n_embd: int = 128,
                 n_head: int = 4, n_head_kv: int = 2, n_ff: int = 256, n_ctx_train: int = 4096,
                 n_expert: int = 4, n_expert_used: int = 2, chat_template: str | None = None, reranker: bool = False,
-                seed: int = 0) -> Path:
+                weight_type: str = "F32", split_max_tensors: int = 0, seed: int = 0) -> Path:
     """A model of one of the architectures llama, qwen3, qwen3moe (MoE) or bert (embeddings;
-    with ``reranker`` a classifier head and rank pooling)."""
+    with ``reranker`` a classifier head and rank pooling). ``weight_type`` (F32, F16, Q8_0,
+    Q4_0, ...) quantizes the matrices; ``split_max_tensors`` writes a split GGUF
+    (``name-00001-of-0000N.gguf``, the first part returned)."""
     rng = np.random.default_rng(seed)
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
     writer.add_name(f"synthetic-{arch}")
     writer.add_block_count(n_layer)
     writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(n_embd)
     writer.add_feed_forward_length(n_ff)
     writer.add_head_count(n_head)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    qtype = gguf.GGMLQuantizationType[weight_type]
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if weight_type == "F32" else gguf.LlamaFileType[f"MOSTLY_{weight_type}"])
     if arch == "bert":
         n_head_kv = n_head
         writer.add_layer_norm_eps(1e-12)
@@ -83,8 +86,13 @@ def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int
     def zeros(n: int) -> np.ndarray:
         return np.zeros(n, dtype=np.float32)
 
+    def add(name: str, data: np.ndarray) -> None:
+        if data.ndim >= 2 and qtype != gguf.GGMLQuantizationType.F32:  # norms and biases stay F32, as llama.cpp does
+            writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(name, data)
+
     head_dim = n_embd // n_head
-    add = writer.add_tensor
     add("token_embd.weight", weight(n_vocab, n_embd))
     if arch == "bert":
         add("token_types.weight", weight(2, n_embd))
@@ -133,4 +141,4 @@ def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
+    return path if len(writer.tensors) == 1 else path.with_name(f"{path.stem}-00001-of-{len(writer.tensors):05d}.gguf")

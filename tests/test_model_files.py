@@ -35,7 +35,7 @@ def load_in_subprocess(path: Path) -> dict:
 
 def test_missing_file(tmp_path):
     got = load_in_subprocess(tmp_path / "nope.gguf")
-    assert got["type"] == "FileNotFoundError"
+    assert got["type"] == "ModelNotFoundError" and "FileNotFoundError" in got["bases"]
     assert "nope.gguf" in got["message"]
 
 
@@ -47,9 +47,9 @@ def test_not_a_gguf(tmp_path):
     assert str(path) in got["message"] and "not a GGUF" in got["message"]
 
 
-def test_directory(tmp_path):
-    got = load_in_subprocess(tmp_path)
-    assert got["type"] == "InvalidModelError" and "directory" in got["message"]
+def test_directory_without_a_model(tmp_path):
+    got = load_in_subprocess(tmp_path)  # a folder is a model reference: this one holds no model
+    assert got["type"] == "ModelNotFoundError" and "holds no GGUF model" in got["message"]
 
 
 @pytest.mark.parametrize("keep", [10, 100, 4096, 0.5])
