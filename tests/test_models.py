@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -135,6 +136,7 @@ def test_folder_of_quantizations_file_and_split(tmp_path, home, gguf_files):
 
 
 def test_missing_references_name_the_candidates(tmp_path, home, gguf_files):
+    assert pickle.loads(pickle.dumps(ModelNotFoundError("x", "why", ["y"]))).candidates == ["y"]  # to a worker
     shutil.copy(gguf_files["tiny-Q4_0.gguf"], tmp_path / "there.gguf")
     with pytest.raises(ModelNotFoundError) as missing:
         resolve(tmp_path / "nope.gguf")
@@ -233,6 +235,8 @@ def test_a_gated_repository_needs_a_token(hub, monkeypatch):
 def test_offline_mode(hub, monkeypatch):
     from huggingface_hub import constants
 
+    with pytest.raises(ModelNotFoundError, match="download=False"):
+        resolve("test-org/tiny-GGUF:Q4_0", download=False)
     pulled = pull("test-org/tiny-GGUF:Q4_0")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     seen = len(hub.requests)

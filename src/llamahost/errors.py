@@ -41,9 +41,13 @@ class ModelReferenceError(LlamahostError, LookupError):
 
     def __init__(self, ref: str | os.PathLike, problem: str, candidates: "list[str] | tuple[str, ...]" = ()):
         self.ref = os.fspath(ref)
+        self.problem = problem
         self.candidates = list(candidates)
         listing = "; candidates: " + ", ".join(self.candidates) if self.candidates else ""
         super().__init__(f"{self.ref}: {problem}{listing}")
+
+    def __reduce__(self):  # pickled (to another process) by its own arguments, not the message alone
+        return type(self), (self.ref, self.problem, self.candidates)
 
 
 class ModelNotFoundError(ModelReferenceError, FileNotFoundError):

@@ -76,8 +76,9 @@ class Library:
         self.db_path = self.home / "library.sqlite"
 
     def folder(self, repo: str) -> Path:
-        """Where a repository's files are downloaded to (``org--repo``, as exo names its folders)."""
-        return self.home / "models" / repo.replace("/", "--")
+        """Where a repository's files are downloaded to (``org--repo``, as exo names its folders);
+        resolved, as huggingface_hub resolves the paths it returns."""
+        return (self.home / "models" / repo.replace("/", "--")).resolve()
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
