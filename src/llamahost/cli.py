@@ -220,6 +220,7 @@ def _names_model(flags: list[str]) -> bool:
 
 def cmd_serve(argv: list[str]) -> int:
     from . import _native
+    from .errors import LlamahostError
     from .server import Server
 
     if any(a in ("-h", "--help") for a in argv):
@@ -247,7 +248,7 @@ def cmd_serve(argv: list[str]) -> int:
     with _stop_on_signals() as stop:
         try:
             server = Server.from_args(flags)
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (ValueError, OSError, RuntimeError, LlamahostError) as exc:  # LlamahostError: a model the engine refuses
             print(f"llamahost serve: {exc}", file=sys.stderr)
             return 2
         try:
