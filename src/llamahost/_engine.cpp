@@ -8,6 +8,7 @@
 #include "build-info.h"
 #include "common.h"
 #include "fit.h"
+#include "json-schema-to-grammar.h"
 #include "speculative.h"
 #include "llama-ext.h"
 #include "json.h"
@@ -641,6 +642,93 @@ std::string memory_estimate_json(const std::vector<std::string> & args) {
     out["n_gpu_layers"] = mparams.n_gpu_layers;
     out["fit_status"] = fit_status;
     return out.dump();
+}
+
+struct chat_vocab::impl {
+    std::unique_ptr<llama_model, decltype(&llama_model_free)> model{nullptr, &llama_model_free};
+    server_chat_params chat_params;
+};
+
+chat_vocab::chat_vocab(const std::vector<std::string> & args) : impl_(std::make_unique<impl>()) {
+    common_params params;
+    parse_result parsed = parse_into(args, params);
+    if (!parsed.ok) {
+        throw std::invalid_argument(parsed.message);
+    }
+    llama_model_params mparams = common_model_params_to_llama(params);
+    mparams.vocab_only = true;
+    impl_->model.reset(llama_model_load_from_file(params.model.path.c_str(), mparams));
+    if (!impl_->model) {
+        throw std::runtime_error("llama.cpp could not read the vocabulary of " + params.model.path);
+    }
+    // as server_context::load_model() fills its chat parameters (server-context.cpp)
+    common_chat_templates_ptr templates;
+    try {
+        templates = common_chat_templates_init(impl_->model.get(), params.chat_template);
+    } catch (const std::exception & e) {
+        throw std::runtime_error(std::string("chat template parsing error: ") + e.what());
+    }
+    const bool supports_thinking = params.use_jinja && common_chat_templates_support_enable_thinking(templates.get());
+    impl_->chat_params = {
+        /* use_jinja             */ params.use_jinja,
+        /* prefill_assistant     */ params.prefill_assistant,
+        /* reasoning_format      */ params.reasoning_format,
+        /* chat_template_kwargs  */ params.default_template_kwargs,
+        /* tmpls                 */ std::move(templates),
+        /* allow_image           */ false,
+        /* allow_audio           */ false,
+        /* allow_video           */ false,
+        /* enable_thinking       */ params.enable_reasoning != 0 && supports_thinking,
+        /* reasoning_budget      */ params.sampling.reasoning_budget_tokens,
+        /* reasoning_budget_msg  */ params.sampling.reasoning_budget_message,
+        /* media_path            */ params.media_path,
+        /* force_pure_content    */ params.force_pure_content_parser
+    };
+}
+
+chat_vocab::~chat_vocab() = default;
+
+std::string chat_vocab::apply(const std::string & body) const {
+    json request;
+    try {
+        request = json::parse(body);
+    } catch (const std::exception & e) {
+        throw std::invalid_argument(std::string("the request is not JSON: ") + e.what());
+    }
+    std::vector<raw_buffer> files;
+    // as server_routes::handle_count_tokens() (server-context.cpp), for a model without a projector
+    const json parsed = oaicompat_chat_params_parse(request, impl_->chat_params, files);
+    const json & prompt = parsed.at("prompt");
+    const llama_vocab * vocab = llama_model_get_vocab(impl_->model.get());
+    json out = json::object();
+    out["prompt"] = prompt;
+    out["n_tokens"] = tokenize_mixed(vocab, prompt, true, true).size();
+    return out.dump();
+}
+
+std::vector<int32_t> chat_vocab::tokenize(const std::string & content, bool add_special, bool parse_special) const {
+    json prompt;
+    try {
+        prompt = json::parse(content);
+    } catch (const std::exception & e) {
+        throw std::invalid_argument(std::string("the content is not JSON: ") + e.what());
+    }
+    // as server_routes::post_tokenize (server-context.cpp)
+    return tokenize_mixed(llama_model_get_vocab(impl_->model.get()), prompt, add_special, parse_special);
+}
+
+std::string chat_vocab::caps() const {
+    return json(common_chat_templates_get_caps(impl_->chat_params.tmpls.get())).dump();
+}
+
+std::string json_schema_grammar(const std::string & schema) {
+    common_json parsed;
+    try {
+        parsed = common_json::parse(schema);
+    } catch (const std::exception & e) {
+        throw std::invalid_argument(std::string("the schema is not JSON: ") + e.what());
+    }
+    return json_schema_to_grammar(parsed, true);
 }
 
 std::string options_json() {

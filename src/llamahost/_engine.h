@@ -90,6 +90,39 @@ private:
     std::function<bool()> should_stop_;
 };
 
+// A model's vocabulary and chat templates, loaded without its weights (vocab_only): what the
+// server's own chat parsing makes of a request, and its token count, without a server.
+class chat_vocab {
+public:
+    // args: llama-server's command line (the model and the template options: --chat-template-file,
+    // --jinja, --reasoning-format, ...). Throws std::invalid_argument when the parser rejects them,
+    // std::runtime_error when the vocabulary or the chat template cannot be read.
+    explicit chat_vocab(const std::vector<std::string> & args);
+    ~chat_vocab();
+
+    chat_vocab(const chat_vocab &) = delete;
+    chat_vocab & operator=(const chat_vocab &) = delete;
+
+    // body: an OpenAI chat request (JSON). JSON {"prompt", "n_tokens"}: the prompt /apply-template
+    // gives and the count /v1/chat/completions/input_tokens gives. Throws what the server's handler
+    // throws: std::invalid_argument for a request it answers 400, other exceptions for 500
+    // (a template that raises, among them).
+    std::string apply(const std::string & body) const;
+    // content: a prompt as /tokenize takes it (JSON: a text, or texts and token ids mixed).
+    // Its tokens, as /tokenize gives them.
+    std::vector<int32_t> tokenize(const std::string & content, bool add_special, bool parse_special) const;
+    // JSON: the template's capabilities, as /props reports them (chat_template_caps).
+    std::string caps() const;
+
+private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+};
+
+// GBNF for a JSON schema (JSON text), by upstream's converter, as the server's json_schema
+// parameter uses it. Throws std::invalid_argument for a schema it cannot convert.
+std::string json_schema_grammar(const std::string & schema);
+
 // JSON texts, so the Python side needs no struct bindings.
 std::string devices_json();
 std::string system_info_json();

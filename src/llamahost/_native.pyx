@@ -3,7 +3,7 @@
 """Thin binding of _engine.h: converts types and releases the GIL, nothing else
 (plus one typed loop for the GGUF reader's hot path)."""
 
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int32_t, uint64_t
 from libc.string cimport memcpy
 from libcpp cimport bool as cbool
 from libcpp.map cimport map
@@ -30,6 +30,13 @@ cdef extern from "_engine.h" namespace "llamahost" nogil:
         vector[string] routes()
         string memory_breakdown()
 
+    cdef cppclass chat_vocab:
+        chat_vocab(const vector[string] & args) except +
+        string apply(const string & body) except +
+        vector[int32_t] tokenize(const string & content, cbool add_special, cbool parse_special) except +
+        string caps() except +
+
+    string json_schema_grammar(const string & schema) except +
     string devices_json() except +
     string system_info_json() except +
     string options_json() except +
@@ -114,6 +121,50 @@ cdef class Engine:
 
     def routes(self):
         return sorted(r.decode("utf-8") for r in self._ptr.routes())
+
+
+cdef class ChatVocab:
+    """A model's vocabulary and chat templates without its weights; ``args`` as for Engine."""
+
+    cdef chat_vocab * _ptr
+
+    def __cinit__(self, args):
+        cdef vector[string] cargs = _encode_args(args)
+        with nogil:
+            self._ptr = new chat_vocab(cargs)
+
+    def __dealloc__(self):
+        if self._ptr != NULL:
+            with nogil:
+                del self._ptr
+            self._ptr = NULL
+
+    def apply(self, bytes body):
+        """JSON {"prompt", "n_tokens"} for an OpenAI chat request body."""
+        cdef string b = body
+        cdef string out
+        with nogil:
+            out = self._ptr.apply(b)
+        return out.decode("utf-8")
+
+    def tokenize(self, bytes content, cbool add_special, cbool parse_special):
+        """Token ids of ``content`` (JSON, as /tokenize takes it)."""
+        cdef string c = content
+        cdef vector[int32_t] out
+        with nogil:
+            out = self._ptr.tokenize(c, add_special, parse_special)
+        return list(out)
+
+    def caps(self):
+        return self._ptr.caps().decode("utf-8")
+
+
+def schema_grammar(str schema):
+    cdef string s = schema.encode("utf-8")
+    cdef string out
+    with nogil:
+        out = json_schema_grammar(s)
+    return out.decode("utf-8")
 
 
 def devices():
