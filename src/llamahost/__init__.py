@@ -17,6 +17,10 @@ from .models import ResolvedModel, resolve
 from .client import Response
 from .pool import Handle, Pool
 from .server import Server
+from .messages import Normalized, normalize_messages
+from .template import ChatTemplate, chat_template
+from .tokens import TokenCount, count_tokens, estimate_tokens
+from .provider import Provider
 
 __version__ = "0.1.0"
 
@@ -27,5 +31,7 @@ __all__ = [
     "AmbiguousModelError", "ChecksumError", "DownloadError", "GatedModelError", "ModelNotFoundError",
     "ModelReferenceError", "ResolvedModel", "list_models", "list_quantizations", "pull", "remove_model", "resolve",
     "search_models",
+    "ChatTemplate", "Normalized", "Provider", "TokenCount", "chat_template", "count_tokens", "estimate_tokens",
+    "normalize_messages",
     "system_info", "__version__",
 ]

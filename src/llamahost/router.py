@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 
 from .client import Chunks, Response
 from .errors import LlamahostError
+from .messages import send_normalized
 from .metrics import prometheus
 from .pool import Handle, Pool
 
@@ -96,7 +97,7 @@ class Router:
         if handle is None:
             return _error(404, "not_found_error", f"model '{name}' not found; see /v1/models"), None
         try:
-            return handle._send(method, target, body)
+            return send_normalized(handle, method, target, body)  # a chat its template refuses goes again, normalised
         except LlamahostError as exc:  # the model could not be loaded, or the pool is closing
             return _error(503, "unavailable_error", f"model '{name}' is unavailable: {exc}"), None
 
