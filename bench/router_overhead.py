@@ -1,7 +1,8 @@
 """What the one-endpoint router costs against calling the model's server directly.
 
 For each isolation (thread: the router calls the in-process route handlers; process:
-it forwards over loopback HTTP to the worker), over kept-alive HTTP connections:
+it forwards over loopback HTTP to the worker), over kept-alive HTTP connections (the same
+client, llamahost's HTTPClient, on both paths):
 - overhead per request: median latency through the router minus median latency straight
   to the model's own server, for a cheap route (/tokenize) and a one-token completion,
   the two measured alternately;
@@ -18,32 +19,30 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
 from llamahost import Pool
+from llamahost.client import HTTPClient
 from llamahost.router import Router
 
 
-def latencies(http: httpx.Client, urls: dict[str, str], body: dict, path: str, n: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {name: [] for name in urls}
+def latencies(clients: dict[str, HTTPClient], body: dict, path: str, n: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(n):
-        for name, url in urls.items():  # alternately, so that drift hits both alike
+        for name, client in clients.items():  # alternately, so that drift hits both alike
             started = time.perf_counter()
-            r = http.post(url + path, json=body)
+            response = client.request("POST", path, body)
             out[name].append(time.perf_counter() - started)
-            assert r.status_code == 200, r.text
+            assert response.status == 200, response.body
     return out
 
 
 def throughput(url: str, clients: int, per_client: int, max_tokens: int) -> float:
     def one_client(i: int) -> int:
         tokens = 0
-        with httpx.Client(timeout=300) as http:
+        with HTTPClient(url) as client:
             for j in range(per_client):
-                body = {"model": "m", "prompt": f"Story {i}.{j}:", "max_tokens": max_tokens, "ignore_eos": True,
-                        "stream": True, "temperature": 0}
-                with http.stream("POST", url + "/v1/completions", json=body) as r:
-                    tokens += sum(1 for line in r.iter_lines() if line.startswith("data: {"))
+                events = list(client.complete(f"Story {i}.{j}:", model="m", max_tokens=max_tokens, ignore_eos=True,
+                                              temperature=0, stream=True))
+                tokens += events[-1]["usage"]["completion_tokens"]
         return tokens
 
     started = time.perf_counter()
@@ -72,13 +71,14 @@ def main() -> None:
     for isolation in args.isolation:
         with Pool(isolation=isolation) as pool:
             handle = pool.get(args.model, n_ctx=2048, parallel=args.clients, threads=2)
-            with Router(pool, {"m": handle}, port=0) as router, httpx.Client(timeout=300) as http:
+            with Router(pool, {"m": handle}, port=0) as router:
                 urls = {"direct": handle.url, "router": router.url}
+                clients = {name: HTTPClient(url) for name, url in urls.items()}
                 cases = [("/tokenize", {"model": "m", "content": "Hello world, how are you?"}),
                          ("/v1/completions", {"model": "m", "prompt": "Hi", "max_tokens": 1, "temperature": 0})]
                 for path, body in cases:
-                    latencies(http, urls, body, path, 20)  # warm-up
-                    got = latencies(http, urls, body, path, args.requests)
+                    latencies(clients, body, path, 20)  # warm-up
+                    got = latencies(clients, body, path, args.requests)
                     direct, routed = (statistics.median(got[k]) * 1e3 for k in ("direct", "router"))
                     label = path + (" (1 token)" if "completions" in path else "")
                     print(f"{isolation:<10} {label:<24} {direct:>10.3f} {routed:>10.3f} {routed - direct:>12.3f}")
@@ -90,6 +90,8 @@ def main() -> None:
                 direct, routed = (statistics.median(rates[k]) for k in ("direct", "router"))
                 print(f"{isolation:<10} {'throughput tokens/s':<24} {direct:>10.1f} {routed:>10.1f} "
                       f"{'ratio ' + format(routed / direct, '.3f'):>12}")
+                for client in clients.values():
+                    client.close()
 
 
 if __name__ == "__main__":
