@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 from .errors import APIError, ServerClosedError
+from .messages import CHAT_ROUTES, send_normalized
+from .tools import emulated_request, needs_emulation
 
 
 @dataclass
@@ -97,6 +99,8 @@ class Client:
             raw = bytes(body)
         else:
             raw = json.dumps(body).encode("utf-8")
+        if path.partition("?")[0] in CHAT_ROUTES:  # a chat the template refuses goes again, normalised
+            return send_normalized(self, method.upper(), path, raw)
         return self._send(method.upper(), path, raw)
 
     def request(self, method: str, path: str, body: Any = None) -> Response:
@@ -139,8 +143,17 @@ class Client:
     # -- OpenAI-shaped calls -------------------------------------------------------------------
 
     def chat(self, messages: list[dict], *, stream: bool = False, **opts: Any) -> Any:
-        """/v1/chat/completions: the response dict, or with stream=True an iterator of chunks."""
+        """/v1/chat/completions: the response dict, or with stream=True an iterator of chunks.
+
+        Messages the model's chat template refuses are sent again normalised (``normalize_messages``);
+        tools on a template without tool syntax are emulated (``llamahost.tools``).
+        """
         body = dict(opts, messages=messages)
+        if needs_emulation(self, body):
+            request, emulation = emulated_request(body)
+            if stream:
+                return emulation.chunks(self._events("/v1/chat/completions", request))
+            return emulation.response(self._json("POST", "/v1/chat/completions", request))
         if stream:
             return self._events("/v1/chat/completions", body)
         return self._json("POST", "/v1/chat/completions", body)
@@ -202,6 +215,8 @@ class Client:
         body: dict[str, Any] = {"messages": messages_or_text}
         if tools is not None:
             body["tools"] = tools
+        if needs_emulation(self, body):
+            body = emulated_request(body)[0]
         return self._json("POST", "/v1/chat/completions/input_tokens", body)["input_tokens"]
 
     # -- state ---------------------------------------------------------------------------------
