@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import threading
+from contextlib import aclosing
 from typing import Any, AsyncIterator, Sequence
 
 from .pool import Handle, Pool
@@ -65,10 +66,11 @@ class Provider:
         deltas); leaving early cancels the generation."""
         if tools:
             opts["tools"] = tools
-        async for chunk in self.handle(model).achat(messages, stream=True, **opts):
-            for choice in chunk.get("choices") or []:
-                if choice.get("delta"):
-                    yield choice["delta"]
+        async with aclosing(self.handle(model).achat(messages, stream=True, **opts)) as chunks:
+            async for chunk in chunks:
+                for choice in chunk.get("choices") or []:
+                    if choice.get("delta"):
+                        yield choice["delta"]
 
     async def embed(self, texts: str | Sequence[str], *, model: str | os.PathLike, **opts: Any):
         """Embeddings as a float32 numpy array of shape (len(texts), dim), from ``model``

@@ -48,12 +48,12 @@ def emulated_request(body: dict) -> tuple[dict, "Emulation"]:
     """The request to send instead of ``body`` (no tools: a system prompt, a grammar, the tool
     history as text), and the Emulation that turns its answer into tool calls."""
     tools = [t for t in body["tools"] if isinstance(t, dict) and t.get("type", "function") == "function"]
+    if not all(isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str) for t in tools):
+        raise _invalid("each tool needs a function with a name")
     choice = body.get("tool_choice", "auto")
-    constraints = [k for k in CONSTRAINTS if body.get(k) and not (k == "response_format" and
-                                                                 body[k].get("type") == "text")]
+    constraints = [k for k in CONSTRAINTS if body.get(k) and body[k] != {"type": "text"}]
     if constraints and choice != "none":
-        raise APIError(400, {"code": 400, "type": "invalid_request_error",
-                             "message": f"Cannot use custom grammar constraints with tools ({constraints[0]})."})
+        raise _invalid(f"Cannot use custom grammar constraints with tools ({constraints[0]}).")
     request = {k: v for k, v in body.items() if k not in ("tools", "tool_choice", "parallel_tool_calls")}
     request["messages"] = tool_history_as_text(body["messages"])
     if choice == "none" or not tools:
@@ -62,13 +62,17 @@ def emulated_request(body: dict) -> tuple[dict, "Emulation"]:
         wanted = choice.get("function", {}).get("name")
         tools = [t for t in tools if t.get("function", {}).get("name") == wanted]
         if not tools:
-            raise APIError(400, {"code": 400, "type": "invalid_request_error",
-                                 "message": f"tool_choice names {wanted!r}, which is not among the tools"})
+            raise _invalid(f"tool_choice names {wanted!r}, which is not among the tools")
     required = choice == "required" or isinstance(choice, dict)
     parallel = bool(body.get("parallel_tool_calls", False))
     request["messages"] = _with_system_prompt(request["messages"], tools_prompt(tools, required, parallel))
     request["grammar"] = tool_grammar(tools, required, parallel)
     return request, Emulation(active=True)
+
+
+def _invalid(message: str) -> APIError:
+    """The error the server gives a request it refuses (400)."""
+    return APIError(400, {"code": 400, "type": "invalid_request_error", "message": message})
 
 
 def tools_prompt(tools: list[dict], required: bool, parallel: bool) -> str:
