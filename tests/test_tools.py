@@ -139,8 +139,10 @@ def test_grammars_and_tools_exclude_each_other_as_upstream_says(server, tiny_mod
     with llamahost.Server(tiny_model, n_ctx=512) as srv, pytest.raises(llamahost.APIError) as native:
         srv.chat(ASK, tools=TOOLS, grammar='root ::= "x"', max_tokens=2)
     assert emulated.value.status == native.value.status == 400
-    with pytest.raises(llamahost.APIError):
-        server.chat(ASK, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}})
+    for tools, choice in ((TOOLS, {"type": "function", "function": {"name": "nope"}}), ([{"type": "function"}], "auto")):
+        with pytest.raises(llamahost.APIError) as refused:
+            server.chat(ASK, tools=tools, tool_choice=choice)
+        assert refused.value.status == 400
 
 
 def test_scanning_a_call_as_it_streams():
