@@ -3,11 +3,13 @@
 For each isolation (thread: the router calls the in-process route handlers; process:
 it forwards over loopback HTTP to the worker), over kept-alive HTTP connections (the same
 client, llamahost's HTTPClient, on both paths):
-- overhead per request: median latency through the router minus median latency straight
-  to the model's own server, for a cheap route (/tokenize) and a one-token completion,
-  the two measured alternately;
+- overhead per request: the median of (latency through the router - latency straight to
+  the model's own server) over requests sent alternately to the two, for a cheap route
+  (/tokenize) and a one-token completion;
 - throughput: tokens/s of concurrent streamed completions through the router, divided by
-  the same straight to the model's server (medians of rounds run in turn).
+  the same straight to the model's server just before or after (the two in turn, in
+  alternating order): the median of the rounds' ratios, so that a busy machine's drift
+  hits both sides of each ratio alike.
 
     python bench/router_overhead.py [--model M] [--requests 300] [--clients 4] [--rounds 3]
 """
@@ -54,11 +56,11 @@ def throughput(url: str, clients: int, per_client: int, max_tokens: int) -> floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a GGUF (default: the demo model)")
-    parser.add_argument("--requests", type=int, default=300, help="requests per route and path for the latency")
+    parser.add_argument("--requests", type=int, default=500, help="requests per route and path for the latency")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--per-client", type=int, default=4, help="completions per client per round")
+    parser.add_argument("--per-client", type=int, default=2, help="completions per client per round")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--isolation", nargs="+", default=["thread", "process"])
     args = parser.parse_args()
     if args.model is None:
@@ -80,16 +82,18 @@ def main() -> None:
                     latencies(clients, body, path, 20)  # warm-up
                     got = latencies(clients, body, path, args.requests)
                     direct, routed = (statistics.median(got[k]) * 1e3 for k in ("direct", "router"))
+                    overhead = statistics.median(r - d for r, d in zip(got["router"], got["direct"])) * 1e3
                     label = path + (" (1 token)" if "completions" in path else "")
-                    print(f"{isolation:<10} {label:<24} {direct:>10.3f} {routed:>10.3f} {routed - direct:>12.3f}")
+                    print(f"{isolation:<10} {label:<24} {direct:>10.3f} {routed:>10.3f} {overhead:>12.3f}")
                 rates: dict[str, list[float]] = {"direct": [], "router": []}
                 throughput(urls["direct"], args.clients, 1, args.max_tokens)  # warm-up
-                for _ in range(args.rounds):
-                    for name, url in urls.items():
-                        rates[name].append(throughput(url, args.clients, args.per_client, args.max_tokens))
+                for round_ in range(args.rounds):
+                    for name in ("direct", "router") if round_ % 2 == 0 else ("router", "direct"):
+                        rates[name].append(throughput(urls[name], args.clients, args.per_client, args.max_tokens))
+                ratio = statistics.median(r / d for r, d in zip(rates["router"], rates["direct"]))
                 direct, routed = (statistics.median(rates[k]) for k in ("direct", "router"))
                 print(f"{isolation:<10} {'throughput tokens/s':<24} {direct:>10.1f} {routed:>10.1f} "
-                      f"{'ratio ' + format(routed / direct, '.3f'):>12}")
+                      f"{'ratio ' + format(ratio, '.3f'):>12}")
                 for client in clients.values():
                     client.close()
 
