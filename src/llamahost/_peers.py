@@ -3,13 +3,14 @@ LLAMAHOST_BUILD_PEERS, found in a source checkout's build tree) and servers run 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from .pool import free_port
 
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout of an editable install
 
@@ -20,12 +21,6 @@ def peer_binary(name: str) -> Path:
         raise RuntimeError(f"{name} not found under {ROOT}/build: it is built in a source checkout with "
                            "LLAMAHOST_BUILD_PEERS=ON (the default of pip install -e .)")
     return found[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Running:

@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import http.client
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit
 
 from . import _native, config
 from .client import Chunks, Client, Response
 from .errors import ModelLoadError, ServerClosedError
 from .estimate import from_engine
-from ._peers import free_port
 from .server import Server, _arg_value, _model_path, command_line
 
 log = logging.getLogger("llamahost.pool")
@@ -342,42 +344,39 @@ class Pool:
     # -- the monitor: idle unloads, restarts, health checks -------------------------------------
 
     def _watch(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=self.health_timeout) as http:
-            next_check = time.monotonic() + self.health_interval
-            while True:
-                with self._cond:
-                    if self._closed:
-                        return
-                    now = time.monotonic()
-                    wake = [next_check]
-                    for m in list(self._models.values()):
-                        if m.state == LOADED and self.idle_ttl is not None and m.in_flight == 0:
-                            if now - m.last_used >= self.idle_ttl:
-                                log.info("unloading %s: idle for %.0f s", m.name, now - m.last_used)
-                                self._unload_locked(m, "unloads")
-                            else:
-                                wake.append(m.last_used + self.idle_ttl)
-                        elif m.state == FAILED:
-                            wake.append(m.retry_at)
-                    restarts = [m for m in self._models.values() if m.state == FAILED and m.retry_at <= now]
-                    for m in restarts:
-                        m.state = LOADING
-                    if not restarts and not self._to_close and now < next_check:
-                        self._cond.wait(max(min(wake) - now, 0.001))
-                        continue
-                self._close_unloaded()
+        next_check = time.monotonic() + self.health_interval
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                wake = [next_check]
+                for m in list(self._models.values()):
+                    if m.state == LOADED and self.idle_ttl is not None and m.in_flight == 0:
+                        if now - m.last_used >= self.idle_ttl:
+                            log.info("unloading %s: idle for %.0f s", m.name, now - m.last_used)
+                            self._unload_locked(m, "unloads")
+                        else:
+                            wake.append(m.last_used + self.idle_ttl)
+                    elif m.state == FAILED:
+                        wake.append(m.retry_at)
+                restarts = [m for m in self._models.values() if m.state == FAILED and m.retry_at <= now]
                 for m in restarts:
-                    try:
-                        self._load(m, restart=True)
-                    except Exception:  # noqa: BLE001 - logged and scheduled again by _load
-                        pass
-                if time.monotonic() >= next_check:
-                    self._check_health(http)
-                    next_check = time.monotonic() + self.health_interval
+                    m.state = LOADING
+                if not restarts and not self._to_close and now < next_check:
+                    self._cond.wait(max(min(wake) - now, 0.001))
+                    continue
+            self._close_unloaded()
+            for m in restarts:
+                try:
+                    self._load(m, restart=True)
+                except Exception:  # noqa: BLE001 - logged and scheduled again by _load
+                    pass
+            if time.monotonic() >= next_check:
+                self._check_health()
+                next_check = time.monotonic() + self.health_interval
 
-    def _check_health(self, http: Any) -> None:
+    def _check_health(self) -> None:
         with self._cond:
             loaded = [(m, m.backend) for m in self._models.values() if m.state == LOADED]
         for m, backend in loaded:
@@ -386,7 +385,7 @@ class Pool:
                 problem = "its server stopped"
             else:
                 try:
-                    status = http.get(backend.url + "/health").status_code
+                    status = _health_status(backend.url, self.health_timeout)
                     if status != 200:
                         problem = f"/health answered {status}"
                 except Exception as exc:  # noqa: BLE001 - any failure to answer is the finding
@@ -525,6 +524,24 @@ class Handle(Client):
 def _unavailable(m: _Model, reason: str) -> Response:
     error = {"error": {"code": 503, "type": "unavailable_error", "message": f"model {m.name} is unavailable: {reason}"}}
     return Response(503, "application/json; charset=utf-8", {}, json.dumps(error).encode())
+
+
+def free_port() -> int:
+    """A loopback port no one listens on (for a model's server, kept across its reloads)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _health_status(url: str, timeout: float) -> int:
+    """The status a server's /health answers within ``timeout`` seconds."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("GET", "/health")
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def _return_freed_heap() -> None:

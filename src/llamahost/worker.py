@@ -17,7 +17,7 @@ import time
 from collections import deque
 
 from .client import HTTPClient
-from .errors import ModelLoadError
+from .errors import ModelLoadError, ServerClosedError
 
 
 class Worker(HTTPClient):
@@ -66,9 +66,9 @@ class Worker(HTTPClient):
                 last = self._stderr_tail[-1] if self._stderr_tail else ""
                 raise ModelLoadError(self.model_path, f"the worker process exited with status {code}: {last}")
             try:
-                if self._http.get("/health", timeout=5).status_code == 200:
+                if self.request("GET", "/health").status == 200:
                     return
-            except self._transport_error:
+            except ServerClosedError:
                 pass  # not listening yet
             if time.monotonic() > deadline:
                 raise ModelLoadError(self.model_path, f"the worker process was not ready in {timeout:.0f} s")
