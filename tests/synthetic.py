@@ -13,6 +13,7 @@ import gguf
 
 VOCAB_DIR = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models"
 TEMPLATE_DIR = VOCAB_DIR / "templates"
+UNQUANTIZED = ("position_embd.weight", "token_types.weight")
 
 
 def copy_tokenizer(writer: gguf.GGUFWriter, vocab: str) -> int:
@@ -87,7 +88,8 @@ def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int
         return np.zeros(n, dtype=np.float32)
 
     def add(name: str, data: np.ndarray) -> None:
-        if data.ndim >= 2 and qtype != gguf.GGMLQuantizationType.F32:  # norms and biases stay F32, as llama.cpp does
+        # norms, biases and the embeddings that are added rather than multiplied stay F32, as llama-quantize keeps them
+        if data.ndim >= 2 and qtype != gguf.GGMLQuantizationType.F32 and name not in UNQUANTIZED:
             writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
         else:
             writer.add_tensor(name, data)

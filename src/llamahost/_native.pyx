@@ -1,10 +1,12 @@
 # cython: language_level=3
 # distutils: language = c++
 """Thin binding of _engine.h: converts types and releases the GIL, nothing else
-(plus one typed loop for the GGUF reader's hot path)."""
+(plus the typed loops of the GGUF reader's hot paths)."""
 
-from libc.stdint cimport int32_t, uint64_t
-from libc.string cimport memcpy
+cimport cython
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdio cimport snprintf
+from libc.string cimport memcmp, memcpy
 from libcpp cimport bool as cbool
 from libcpp.map cimport map
 from libcpp.string cimport string
@@ -205,16 +207,88 @@ def options():
 
 
 
-def skip_gguf_strings(const unsigned char[::1] buf, Py_ssize_t pos, uint64_t count):
-    """The offset after ``count`` GGUF strings (little-endian u64 length, then the bytes)
-    starting at ``pos``, or -1 when one runs past the end. A vocabulary holds 100k+ of them."""
+@cython.boundscheck(False)
+cdef inline Py_ssize_t _after_string(const unsigned char[::1] buf, Py_ssize_t pos) noexcept nogil:
+    """The offset after the GGUF string at ``pos`` (little-endian u64 length, then the bytes),
+    or -1 when it runs past the end."""
     cdef Py_ssize_t size = buf.shape[0]
-    cdef uint64_t i, n
+    cdef uint64_t n
+    if pos > size - 8:
+        return -1
+    memcpy(&n, &buf[pos], 8)
+    if n > <uint64_t>(size - pos - 8):
+        return -1
+    return pos + 8 + <Py_ssize_t>n
+
+
+def skip_gguf_strings(const unsigned char[::1] buf, Py_ssize_t pos, uint64_t count):
+    """The offset after ``count`` GGUF strings starting at ``pos``, or -1 when one runs past the
+    end. A vocabulary holds 100k+ of them."""
+    cdef uint64_t i
     for i in range(count):
-        if pos > size - 8:
+        pos = _after_string(buf, pos)
+        if pos < 0:
             return -1
-        memcpy(&n, &buf[pos], 8)
-        if n > <uint64_t>(size - pos - 8):
-            return -1
-        pos += 8 + <Py_ssize_t>n
     return pos
+
+
+cdef struct _token:
+    const unsigned char * text
+    uint64_t n
+
+
+@cython.boundscheck(False)
+cdef _token _token_text(const unsigned char[::1] buf, Py_ssize_t pos, uint64_t index, char * scratch) noexcept nogil:
+    """A vocabulary token's bytes; an empty one as "[EMPTY_<index>]", the name llama.cpp gives it."""
+    cdef _token t
+    memcpy(&t.n, &buf[pos], 8)
+    if t.n:
+        t.text = &buf[pos + 8]
+    else:
+        t.n = snprintf(scratch, 32, "[EMPTY_%llu]", <unsigned long long> index)
+        t.text = <const unsigned char *> scratch
+    return t
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def first_duplicate_gguf_string(const unsigned char[::1] buf, Py_ssize_t pos, uint32_t count):
+    """The index of the first of ``count`` GGUF strings from ``pos`` that repeats an earlier
+    one, or -1 (also when one runs past the end: skip_gguf_strings reports that). Each slot of
+    an open-addressing table holds a string's hash (high 32 bits) and 1 + its index; strings
+    are compared byte for byte only when their hashes match."""
+    cdef uint64_t i, j, h, entry, slot, mask = 1
+    cdef Py_ssize_t end
+    cdef vector[Py_ssize_t] starts
+    cdef vector[uint64_t] table
+    cdef char scratch_a[32]
+    cdef char scratch_b[32]
+    cdef _token a, b
+    while mask < 2 * <uint64_t> count:
+        mask <<= 1
+    table.assign(mask, 0)
+    mask -= 1
+    starts.reserve(count)
+    for i in range(count):
+        end = _after_string(buf, pos)
+        if end < 0:
+            return -1
+        a = _token_text(buf, pos, i, scratch_a)
+        h = 14695981039346656037ULL  # FNV-1a
+        for j in range(a.n):
+            h = (h ^ a.text[j]) * 1099511628211ULL
+        starts.push_back(pos)
+        slot = h & mask
+        while True:
+            entry = table[slot]
+            if not entry:
+                table[slot] = (h & 0xFFFFFFFF00000000ULL) | (i + 1)
+                break
+            if (entry ^ h) >> 32 == 0:
+                j = (entry & 0xFFFFFFFFULL) - 1
+                b = _token_text(buf, starts[j], j, scratch_b)
+                if a.n == b.n and memcmp(a.text, b.text, a.n) == 0:
+                    return i
+            slot = (slot + 1) & mask
+        pos = end
+    return -1

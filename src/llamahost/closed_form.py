@@ -15,6 +15,7 @@ import re
 
 from . import _native, config
 from .devices import devices, system_info
+from .errors import InvalidModelError, ModelLoadError
 from .gguf import GGML_TYPES
 from .modelinfo import ModelInfo
 
@@ -142,7 +143,7 @@ def compute_bytes(info: ModelInfo, lp: dict) -> int:
     mask_bytes = sum(tokens * span * (2 if flash else 4) for span in spans)
     scores = 0 if flash else tokens * max(spans) * info.n_head * 4
     head_k, head_v = _head_dims(info)
-    n_ff = max(_per_layer(_meta(info, "feed_forward_length"), info.n_layers, 0))
+    n_ff = max(_per_layer(_meta(info, "feed_forward_length"), info.n_layers, 0), default=0)
     n_used = _meta(info, "expert_used_count", 0)
     n_ff_expert = _meta(info, "expert_feed_forward_length", n_ff)
     n_ff_shared = _meta(info, "expert_shared_feed_forward_length", 0) * max(_meta(info, "expert_shared_count", 1), 1)
@@ -178,7 +179,9 @@ def closed_form(model: str, info: ModelInfo, params: dict):
 
     lp = load_params(model, params)
     if any(key.startswith(f"{info.architecture}.{part}") for key in info.metadata for part in ("ssm.", "wkv.", "rwkv")):
-        raise ValueError(f"{model}: no closed-form estimate for recurrent architecture {info.architecture!r}")
+        raise ModelLoadError(model, f"no closed-form estimate for recurrent architecture {info.architecture!r}")
+    if not info.n_layers:
+        raise InvalidModelError(model, f"metadata {info.architecture}.block_count is missing: a model has layers")
     cpu = next((d for d in devices() if d["type"] == "cpu"), {"memory_free": 0, "memory_total": 0})
     host = DeviceEstimate("CPU", weight_bytes(info, lp), kv_cache_bytes(info, lp), compute_bytes(info, lp),
                           cpu["memory_free"], cpu["memory_total"], info.n_layers, "system memory")

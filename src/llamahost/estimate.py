@@ -319,8 +319,8 @@ def fitted_context(model: str, params: dict) -> int | None:
     try:
         if closed_form(model, inspect(model), params).fits:  # an upper bound fits: the real load does
             return None
-    except ValueError:
-        return None  # no closed form for this architecture: leave it to the engine
+    except ModelLoadError:
+        return None  # no closed form for this model: leave it to the engine
     exact = estimate(model, **params)
     if exact.fits:
         return None

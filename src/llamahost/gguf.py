@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _native
+from . import _native, preflight
 from .errors import InvalidModelError
 
 GGUF_MAGIC = b"GGUF"
@@ -50,7 +50,9 @@ _SCALARS: dict[int, tuple[str, int]] = {
     6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
 }
 _STRING, _ARRAY = 8, 9
-_MAX_DIMS = 8  # GGML_MAX_DIMS is 4; a little slack, never more
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_NAME = 63  # GGML_MAX_NAME less its terminating NUL
+TOKENS_KEY = "tokenizer.ggml.tokens"
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,14 @@ def _parse(r: _Reader) -> GGUFHeader:
             raise r.fail("tensor count", f"{n_tensors} tensors cannot fit in the file")
 
         metadata: dict[str, Any] = {}
+        tokens_at = None
         for i in range(n_kv):
             key = r.string(f"metadata key #{i}")
+            if key in metadata:
+                raise r.fail(f"metadata key #{i}", f"{key!r} appears twice")
             type_id = r.u32(f"metadata {key!r} type")
+            if key == TOKENS_KEY and type_id == _ARRAY:
+                tokens_at = r.pos
             metadata[key] = r.value(type_id, f"metadata {key!r}")
 
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
@@ -218,11 +225,15 @@ def _parse(r: _Reader) -> GGUFHeader:
             raise r.fail("general.alignment", f"{alignment!r} is not a power of two")
 
         infos = []
+        names = set()
         for i in range(n_tensors):
             name = r.string(f"tensor #{i} name")
+            if len(name.encode()) > MAX_NAME or name in names:
+                raise r.fail(f"tensor #{i} name", f"{name[:80]!r} is {'a duplicate' if name in names else 'too long'}")
+            names.add(name)
             n_dims = r.u32(f"tensor {name!r} dimension count")
-            if n_dims == 0 or n_dims > _MAX_DIMS:
-                raise r.fail(f"tensor {name!r}", f"{n_dims} dimensions")
+            if n_dims == 0 or n_dims > MAX_DIMS:
+                raise r.fail(f"tensor {name!r}", f"{n_dims} dimensions (ggml has 1 to {MAX_DIMS})")
             r.need(8 * n_dims, f"tensor {name!r} shape")
             shape = struct.unpack_from(f"<{n_dims}Q", r.buf, r.pos)
             r.pos += 8 * n_dims
@@ -240,6 +251,8 @@ def _parse(r: _Reader) -> GGUFHeader:
             n_elements = 1
             for d in shape:
                 n_elements *= d
+            if n_elements >= 1 << 63:  # ggml counts elements in an int64_t
+                raise r.fail(f"tensor {name!r}", f"shape {list(shape)} has more elements than ggml can count")
             if shape[0] % block:
                 raise r.fail(f"tensor {name!r}", f"first dimension {shape[0]} is not a multiple of {type_name}'s block of {block}")
             nbytes = n_elements // block * block_bytes
@@ -252,6 +265,10 @@ def _parse(r: _Reader) -> GGUFHeader:
                     f"the file, which has {data_size} bytes of tensor data (truncated?)")
             tensors.append(TensorInfo(name, tuple(shape), type_name, offset, nbytes))
         _check_overlaps(r.path, tensors)
+        tokens = metadata.get(TOKENS_KEY)
+        if tokens_at is not None and isinstance(tokens, ArraySummary) and tokens.item_type == "string":
+            preflight.check_vocabulary(r.path, r.buf, tokens_at + 12, tokens.length)  # after item type and count
+        preflight.check(r.path, metadata, tensors)
         return GGUFHeader(r.path, version, metadata, tensors, data_offset, r.size)
     except InvalidModelError:
         raise

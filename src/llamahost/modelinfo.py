@@ -95,7 +95,7 @@ def inspect(path: str | os.PathLike) -> ModelInfo:
         n_expert=_arch_value(meta, arch, "expert_count"),
         n_vocab=n_vocab,
         n_params=n_params,
-        file_type=FILE_TYPES.get(ftype, f"type {ftype}") if ftype is not None else "unknown",
+        file_type=FILE_TYPES.get(ftype, f"type {ftype}") if isinstance(ftype, int) else "unknown",
         chat_template=meta.get("tokenizer.chat_template"),
         size_bytes=sum(h.file_size for h in headers),
         sliding_window=_arch_value(meta, arch, "attention.sliding_window"),
