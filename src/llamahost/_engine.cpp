@@ -270,6 +270,9 @@ engine::engine(const std::vector<std::string> & args) : params_(std::make_unique
     if (params_->model.path.empty()) {
         throw std::invalid_argument("no model given (-m PATH): router mode is not run in-process");
     }
+    if (!params_->cors_origins_explicit) {
+        params_->cors_origins = "";  // CORS off unless asked for (patches/0003): no web page may call this server
+    }
     params_->load_progress_callback = [](float, void * self) -> bool {
         return !static_cast<engine *>(self)->stopping_.load();
     };
@@ -603,6 +606,8 @@ std::string load_params_json(const std::vector<std::string> & args) {
     out["embeddings"] = c.embeddings;
     out["mapped"] = lp.mapped;
     out["n_gpu_layers"] = lp.mparams.n_gpu_layers;
+    out["hosts"] = lp.params.hostnames;
+    out["n_api_keys"] = lp.params.api_keys.size();
     return out.dump();
 }
 

@@ -132,7 +132,8 @@ std::string system_info_json();
 std::string memory_estimate_json(const std::vector<std::string> & args);
 
 // The context and load parameters (n_ctx, n_ubatch, cache types, ...) these arguments give a
-// server, with upstream's defaults, without reading the model.
+// server, with upstream's defaults, and where it listens (hosts, how many API keys), without
+// reading the model.
 std::string load_params_json(const std::vector<std::string> & args);
 
 // llama-server's options as upstream's parser defines them: args, env, help, kind.

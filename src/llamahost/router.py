@@ -26,6 +26,7 @@ from .errors import LlamahostError
 from .messages import send_normalized
 from .metrics import prometheus
 from .pool import Handle, Pool
+from .security import key_matches, warn_if_exposed
 
 PUBLIC_PATHS = ("/health", "/v1/health")  # as llama-server: no API key needed
 
@@ -46,8 +47,9 @@ class Router:
                  api_key: str | None = None):
         self.pool = pool
         self.models = dict(models)
-        self.api_keys = set(api_key.split(",")) if api_key else set()
+        self.api_keys = [key for key in api_key.split(",") if key] if api_key else []
         self.created = int(time.time())
+        warn_if_exposed([host], len(self.api_keys), "the llamahost router")
         self._http = _HTTPServer((host, port), _RequestHandler)
         self._http.router = self
         self.host, self.port = host, self._http.server_address[1]
@@ -103,7 +105,7 @@ class Router:
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         key = headers.get("Authorization") or headers.get("X-Api-Key") or ""
-        return key.removeprefix("Bearer ") in self.api_keys
+        return key_matches(key.removeprefix("Bearer "), self.api_keys)
 
     def _list(self) -> Response:
         data = [{"id": name, "object": "model", "owned_by": "llamahost", "created": self.created,

@@ -12,7 +12,7 @@ import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from . import _native, config, gguf
+from . import _native, config, gguf, security
 from .client import Chunks, Client, Response
 from .estimate import fitted_context
 from .errors import ModelLoadError, ServerClosedError
@@ -55,6 +55,7 @@ class Server(Client):
         self._lock = threading.Lock()
         self._closed = False
         self._engine = engine if engine is not None else _native.Engine(args)
+        security.warn_if_server_exposed(args)
         try:
             self._engine.start()  # loads the model with the GIL released
         except RuntimeError as exc:
