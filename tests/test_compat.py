@@ -113,3 +113,21 @@ def test_known_difference_malformed_json_is_400_not_500(pair):
     us = httpx.post(ours.url + "/v1/chat/completions", content=bad, headers={"Content-Type": "application/json"})
     assert up.status_code == 500 and us.status_code == 400  # docs/COMPATIBILITY.md
     assert up.json()["error"]["message"] == us.json()["error"]["message"]
+
+
+def test_known_difference_cors_is_off_unless_asked_for(pair):
+    upstream, ours = pair
+    origin = {"Origin": "https://example.org"}
+    assert httpx.get(upstream.url + "/props", headers=origin).headers["access-control-allow-origin"] == origin["Origin"]
+    assert "access-control-allow-origin" not in httpx.get(ours.url + "/props", headers=origin).headers
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2**32 + 1}),  # upstream reads 1 (a 32-bit wrap-around)
+    ("/v1/completions", {"prompt": "x", "max_tokens": 1, "n_probs": 10**9}),  # upstream: the whole vocabulary per token
+    ("/v1/chat/completions", {"messages": CHAT["messages"], "tools": [{"type": "function"}]}),  # upstream: 500
+], ids=["max_tokens past 32 bits", "n_probs enormous", "tool without its function"])
+def test_known_difference_requests_the_server_should_refuse_are_400(pair, path, body):
+    upstream, ours = pair
+    up, us = (httpx.post(s.url + path, json=body, timeout=120) for s in (upstream, ours))
+    assert up.status_code in (200, 500) and us.status_code == 400, (up.text[:200], us.text[:200])  # docs/COMPATIBILITY.md

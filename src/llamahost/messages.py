@@ -62,7 +62,7 @@ def send_normalized(client: "Client", method: str, path: str, body: bytes) -> "t
     try:
         request = json.loads(body)
         messages = request["messages"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: JSON nested too deep
         return response, None
     normalized = normalize_messages(messages, client.props().get("chat_template_caps", {}))
     if not normalized.changes:

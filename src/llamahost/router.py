@@ -89,7 +89,7 @@ class Router:
         if method == "POST" and body:
             try:
                 fields = json.loads(body)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
                 return _error(400, "invalid_request_error", f"the body is not JSON: {exc}"), None
             if isinstance(fields, dict) and fields.get("model") is not None:
                 name = fields["model"]
