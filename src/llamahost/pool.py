@@ -13,7 +13,6 @@ that model alone.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import http.client
 import json
 import logging
@@ -106,6 +105,7 @@ class Pool:
         self._to_close: list[Client] = []  # servers unloaded under the lock, to close outside it
         self._cond = threading.Condition()  # reentrant: a handle's __del__ may run while it is held
         self._closed = False
+        self._closing = threading.Event()  # set by close(): loads in progress stop
         self._monitor = threading.Thread(target=self._watch, name="llamahost-pool", daemon=True)
         self._monitor.start()
         _open_pools.add(self)
@@ -150,6 +150,7 @@ class Pool:
             if self._closed:
                 return
             self._closed = True
+            self._closing.set()
             for m in self._models.values():
                 if m.backend is not None:
                     self._to_close.append(m.backend)
@@ -241,9 +242,9 @@ class Pool:
 
                 api_key = _arg_value(args, ("--api-key",), None)
                 backend = Worker(args, m.port, model_path=m.path, api_key=api_key.split(",")[0] if api_key else None,
-                                 load_timeout=self.load_timeout)
+                                 load_timeout=self.load_timeout, cancel=self._closing)
             else:
-                backend = Server.from_args(args)
+                backend = Server.from_args(args, cancel=self._closing)
         except BaseException as exc:
             with self._cond:
                 m.attempts += 1
@@ -316,9 +317,7 @@ class Pool:
         with self._cond:
             backends, self._to_close = self._to_close, []
         for backend in backends:
-            backend.close()
-        if backends and self.isolation == "thread":
-            _return_freed_heap()
+            backend.close()  # a closed Server hands the heap it freed back to the system
 
     # -- failures ------------------------------------------------------------------------------
 
@@ -542,15 +541,6 @@ def _health_status(url: str, timeout: float) -> int:
         return connection.getresponse().status
     finally:
         connection.close()
-
-
-def _return_freed_heap() -> None:
-    """glibc keeps the heap an unloaded model freed for reuse (in a 270M model's case, 100 MiB
-    and more); malloc_trim hands it back to the system. Elsewhere there is nothing to do."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _needs(path: str, args: list[str]) -> int:

@@ -22,10 +22,11 @@ from .errors import ModelLoadError, ServerClosedError
 
 class Worker(HTTPClient):
     """A worker process serving ``args`` (llama-server's command line) on ``127.0.0.1:port``;
-    returns once it answers /health. The calls of ``Client`` go to it over HTTP."""
+    returns once it answers /health, or raises ServerClosedError once ``cancel`` is set. The
+    calls of ``Client`` go to it over HTTP."""
 
     def __init__(self, args: list[str], port: int, *, model_path: str = "?", api_key: str | None = None,
-                 load_timeout: float = 600.0):
+                 load_timeout: float = 600.0, cancel: threading.Event | None = None):
         argv = [sys.executable, "-m", "llamahost.worker", *args, "--host", "127.0.0.1", "--port", str(port)]
         self.model_path = model_path
         self.port = port
@@ -38,7 +39,7 @@ class Worker(HTTPClient):
         self._stderr_reader.start()
         super().__init__(f"http://127.0.0.1:{port}", api_key=api_key)
         try:
-            self._wait_ready(load_timeout)
+            self._wait_ready(load_timeout, cancel)
         except BaseException:
             self.close()
             raise
@@ -57,9 +58,11 @@ class Worker(HTTPClient):
             self._stderr_tail.append(text)
             print(f"[worker {self.pid}] {text}", file=sys.stderr)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, cancel: threading.Event | None) -> None:
         deadline = time.monotonic() + timeout
         while True:
+            if cancel is not None and cancel.is_set():
+                raise ServerClosedError(f"{self.model_path}: closed while the model was loading")
             code = self.proc.poll()
             if code is not None:
                 self._stderr_reader.join(timeout=5)

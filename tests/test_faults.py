@@ -1,0 +1,257 @@
+"""Faults: a worker killed under load, clients that leave in the middle of a stream, close()
+during a load and during generation, user code that raises or a Ctrl-C while a stream is
+read, a full disk and an unwritable cache during a download, and 50 servers created and
+closed. After each: no hang, no crash, nothing left behind, and the next request succeeds.
+Loopback only; every loop is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+import llamahost
+from llamahost.router import Router
+from test_models import gguf_files, home, hub, run_cli  # noqa: F401 - the Hub fixtures
+from test_pool import alive, rss_bytes, wait_until
+
+LONG = {"max_tokens": 100000, "ignore_eos": True}  # a generation that runs until stopped
+
+
+def os_threads() -> int:
+    """Threads of this process, the engine's C++ threads included."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def idle(client) -> bool:
+    return not any(s["is_processing"] for s in client.request("GET", "/slots").json())
+
+
+def sigint_once(condition, timeout: float = 30) -> threading.Thread:
+    """A real SIGINT to this process (as Ctrl-C sends) as soon as ``condition()`` holds."""
+    def send() -> None:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return sender
+
+
+# -- workers and clients that go away ----------------------------------------------------------
+
+def test_sigkill_of_a_worker_under_load(tiny_models):
+    with llamahost.Pool(isolation="process", idle_ttl=None, health_interval=0.2) as pool:
+        handle = pool.get(tiny_models[0], n_ctx=1024, parallel=4)
+        killed = handle.load().pid
+        outcomes: Counter = Counter()
+        lock = threading.Lock()
+
+        def client(i: int) -> None:
+            for n in range(30):
+                try:
+                    if (i + n) % 2:
+                        list(handle.complete(f"Story {i}:", max_tokens=24, stream=True))
+                    else:
+                        handle.complete(f"Story {i}:", max_tokens=24)
+                    outcome = "ok"
+                except llamahost.APIError as exc:
+                    outcome = f"{exc.status} {exc.error.get('type') if isinstance(exc.error, dict) else exc.error}"
+                except Exception as exc:  # noqa: BLE001 - counted, and the test fails on it
+                    outcome = f"{type(exc).__name__}: {exc}"
+                with lock:
+                    outcomes[outcome] += 1
+
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for c in clients:
+            c.start()
+        wait_until(lambda: outcomes["ok"] >= 4, 60, "requests under load")
+        os.kill(killed, signal.SIGKILL)
+        for c in clients:
+            c.join(180)
+        assert not any(c.is_alive() for c in clients)
+        assert set(outcomes) <= {"ok", "503 unavailable_error"}, outcomes
+        assert sum(outcomes.values()) == 4 * 30 and outcomes["ok"] > 4
+        assert handle.complete("x", max_tokens=1)["choices"] and handle.pid != killed and not alive(killed)
+        assert handle.stats()["restarts"] == 1
+
+
+def test_client_leaving_mid_stream_over_http_cancels_the_generation(tiny_model):
+    with llamahost.Server(tiny_model, n_ctx=512, parallel=1) as srv:
+        for _ in range(3):
+            with httpx.stream("POST", srv.url + "/v1/completions", json=dict(LONG, prompt="Go on:", stream=True),
+                              timeout=30) as r:
+                next(r.iter_raw())
+            wait_until(lambda: idle(srv), 10, "the generation's end after the client left")
+        assert srv.complete("Hi", max_tokens=2)["choices"]
+
+
+def test_client_leaving_mid_stream_through_the_router(tiny_model):
+    with llamahost.Pool(idle_ttl=None) as pool:
+        handle = pool.get(tiny_model, n_ctx=512, parallel=1)
+        with Router(pool, {"m": handle}, port=0) as router:
+            with httpx.stream("POST", router.url + "/v1/completions", timeout=30,
+                              json=dict(LONG, model="m", prompt="Go on:", stream=True)) as r:
+                next(r.iter_raw())
+            wait_until(lambda: idle(handle), 10, "the generation's end after the client left")
+            assert httpx.post(router.url + "/v1/completions", json={"model": "m", "prompt": "Hi", "max_tokens": 2},
+                              timeout=30).status_code == 200
+            assert handle.stats()["in_flight"] == 0
+
+
+# -- close() and Ctrl-C while loading or generating ----------------------------------------------
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_pool_close_during_a_load(demo_model, isolation):
+    threads = os_threads()
+    pool = llamahost.Pool(isolation=isolation, idle_ttl=None)
+    handle = pool.get(demo_model, n_ctx=512)
+    ended: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            handle.load()
+        except BaseException as exc:  # noqa: BLE001 - what the load ended with is the finding
+            ended.append(exc)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    wait_until(lambda: handle.state == "loading", 30, "the load's start")
+    time.sleep(0.2)
+    pool.close()
+    loader.join(60)
+    assert not loader.is_alive()
+    assert len(ended) == 1 and isinstance(ended[0], llamahost.ServerClosedError), ended
+    wait_until(lambda: os_threads() <= threads, 10, "the load's threads to end")
+
+
+def test_ctrl_c_during_a_load_stops_it(demo_model):
+    threads = os_threads()
+    sender = sigint_once(lambda: any(t.name == "llamahost-load" for t in threading.enumerate()))
+    with pytest.raises(KeyboardInterrupt):
+        llamahost.Server(demo_model, n_ctx=512)
+    sender.join()
+    wait_until(lambda: os_threads() <= threads, 10, "the engine's threads to end")
+    with llamahost.Server(demo_model, n_ctx=512) as srv:
+        assert srv.complete("Hi", max_tokens=2)["choices"]
+
+
+def test_close_during_generation_ends_every_request(tiny_model):
+    threads = os_threads()
+    srv = llamahost.Server(tiny_model, n_ctx=2048, parallel=4)
+    ended: list[BaseException] = []
+
+    def generate(stream: bool) -> None:
+        try:
+            if stream:
+                list(srv.complete("Go on:", stream=True, **LONG))
+            else:
+                srv.complete("Go on:", **LONG)
+        except BaseException as exc:  # noqa: BLE001 - what the request ended with is the finding
+            ended.append(exc)
+
+    requests = [threading.Thread(target=generate, args=(i % 2 == 0,)) for i in range(4)]
+    for r in requests:
+        r.start()
+    wait_until(lambda: sum(s["is_processing"] for s in srv.request("GET", "/slots").json()) == 4, 30,
+               "four generations")
+    started = time.monotonic()
+    srv.close()
+    for r in requests:
+        r.join(30)
+    assert time.monotonic() - started < 30 and not any(r.is_alive() for r in requests)
+    assert len(ended) == 4 and all(isinstance(e, (llamahost.ServerClosedError, llamahost.APIError)) for e in ended)
+    wait_until(lambda: os_threads() <= threads, 10, "the server's threads to end")
+
+
+def test_an_exception_in_the_code_reading_a_stream(tiny_model):
+    with llamahost.Server(tiny_model, n_ctx=512, parallel=1) as srv:
+        def read_then_fail() -> None:
+            for _ in srv.chat([{"role": "user", "content": "Go on"}], stream=True, **LONG):
+                raise LookupError("a bug in the user's code")
+
+        with pytest.raises(LookupError):
+            read_then_fail()
+        wait_until(lambda: idle(srv), 10, "the generation's end")
+
+        async def read_async_then_fail() -> None:
+            async for _ in srv.acomplete("Go on:", stream=True, **LONG):
+                raise LookupError("a bug in the user's async code")
+
+        with pytest.raises(LookupError):
+            asyncio.run(read_async_then_fail())
+        wait_until(lambda: idle(srv), 10, "the async generation's end")
+        assert srv.complete("Hi", max_tokens=2)["choices"]
+
+
+def test_ctrl_c_while_reading_a_stream(tiny_model):
+    with llamahost.Server(tiny_model, n_ctx=512, parallel=1) as srv:
+        read = 0
+        sender = sigint_once(lambda: read >= 3)
+        with pytest.raises(KeyboardInterrupt):
+            for _ in srv.complete("Go on:", stream=True, **LONG):
+                read += 1
+        sender.join()
+        wait_until(lambda: idle(srv), 10, "the generation's end")
+        assert srv.complete("Hi", max_tokens=2)["choices"]
+
+
+# -- downloads that cannot be written --------------------------------------------------------------
+
+def _pull_with_file_size_limit(limit: int) -> subprocess.CompletedProcess:
+    """``llamahost pull`` in a process that can write no file larger than ``limit`` bytes: each
+    write past it fails with EFBIG, as a write to a full disk fails with ENOSPC."""
+    def limit_writes() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "llamahost", "pull", "test-org/chat-GGUF"], capture_output=True,
+                          text=True, timeout=120, preexec_fn=limit_writes)
+
+
+def test_a_full_disk_during_a_download_leaves_the_library_consistent(hub, home):
+    done = _pull_with_file_size_limit(1 << 20)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "llamahost pull:" in done.stderr
+    assert llamahost.list_models() == [] and not list((home / "models").rglob("chat-F32.gguf"))
+    model = llamahost.pull("test-org/chat-GGUF")  # with room again, the pull completes
+    assert [m.name for m in llamahost.list_models()] == [model.name]
+
+
+def test_an_unwritable_cache_during_a_download(hub, home):
+    home.mkdir(parents=True)
+    (home / "models").write_text("a file where the cache's models folder should be")
+    done = run_cli("pull", "test-org/chat-GGUF")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "llamahost pull:" in done.stderr
+    assert llamahost.list_models() == []
+    (home / "models").unlink()
+    assert llamahost.pull("test-org/chat-GGUF").path.is_file()
+
+
+# -- leaks ---------------------------------------------------------------------------------------
+
+def test_fifty_servers_created_and_closed(tiny_model):
+    with llamahost.Server(tiny_model, n_ctx=256) as srv:  # what a first load sets up once stays
+        srv.complete("x", max_tokens=1)
+    gc.collect()
+    rss, threads, py_threads = rss_bytes(os.getpid()), os_threads(), set(threading.enumerate())
+    for _ in range(50):
+        with llamahost.Server(tiny_model, n_ctx=256) as srv:
+            srv.complete("x", max_tokens=1)
+    gc.collect()
+    growth = rss_bytes(os.getpid()) - rss
+    assert growth < 10 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over 50 servers"
+    assert os_threads() == threads and set(threading.enumerate()) == py_threads
