@@ -1,4 +1,4 @@
-# Maps LLAMAHOST_BACKEND onto ggml's options.
+# Maps LLAMAHOST_BACKEND and LLAMAHOST_PORTABLE onto ggml's options.
 string(TOLOWER "${LLAMAHOST_BACKEND}" _backend)
 set(_known cpu cuda vulkan metal hip)
 if(NOT _backend IN_LIST _known)
@@ -15,4 +15,10 @@ elseif(_backend STREQUAL "metal")
     set(GGML_METAL ON CACHE BOOL "" FORCE)
 elseif(_backend STREQUAL "hip")
     set(GGML_HIP ON CACHE BOOL "" FORCE)
+endif()
+if(LLAMAHOST_PORTABLE)
+    set(GGML_BACKEND_DL ON CACHE BOOL "" FORCE)
+    set(GGML_NATIVE OFF CACHE BOOL "" FORCE)
+    # -DGGML_CPU_ALL_VARIANTS=OFF builds one CPU module instead (ggml's defaults: AVX2, FMA, F16C)
+    set(GGML_CPU_ALL_VARIANTS ON CACHE BOOL "ggml: build all variants of the CPU backend")
 endif()

@@ -5,7 +5,7 @@
         srv.chat([{"role": "user", "content": "hi"}], max_tokens=32)
 """
 
-from .devices import devices, system_info
+from .devices import devices, system_info, use_backend
 from .estimate import DeviceEstimate, Estimate, MemoryEstimate, estimate, estimate_gpu_layers
 from .modelinfo import ModelInfo, inspect
 from .errors import APIError, InvalidModelError, LlamahostError, ModelLoadError, ServerClosedError
@@ -33,5 +33,5 @@ __all__ = [
     "search_models",
     "ChatTemplate", "Normalized", "Provider", "TokenCount", "chat_template", "count_tokens", "estimate_tokens",
     "normalize_messages",
-    "system_info", "__version__",
+    "system_info", "use_backend", "__version__",
 ]

@@ -1,4 +1,5 @@
 #include "_engine.h"
+#include "_backends.h"
 
 #include "server-context.h"
 #include "server-http.h"
@@ -17,6 +18,7 @@
 
 #include <chrono>
 #include <clocale>
+#include <cstdlib>
 #include <cstdio>
 #include <functional>
 #include <stdexcept>
@@ -39,7 +41,8 @@ void init_process() {
     std::call_once(g_init_once, [] {
         std::setlocale(LC_NUMERIC, "C");
         common_init();
-        ggml_backend_load_all();
+        const char * forced = std::getenv("LLAMAHOST_BACKEND");
+        load_backends(forced != nullptr ? forced : "");
         llama_backend_init();
     });
 }

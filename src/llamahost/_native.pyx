@@ -12,6 +12,8 @@ from libcpp.map cimport map
 from libcpp.string cimport string
 from libcpp.vector cimport vector
 
+import os
+
 cdef extern from "_engine.h" namespace "llamahost" nogil:
     cdef cppclass reply:
         int status
@@ -53,6 +55,24 @@ cdef extern from *:
 
 # the ggml backend this extension was built for (CMake's LLAMAHOST_BACKEND)
 BACKEND = LLAMAHOST_BACKEND_NAME.decode("ascii")
+
+cdef extern from "_backends.h" namespace "llamahost" nogil:
+    void set_backend_dir(const string & dir)
+    void load_backends(const string & forced) except +
+    string backends_json()
+
+# portable builds load their backend modules from the package directory
+set_backend_dir(os.path.dirname(__file__).encode("utf-8"))
+
+
+def use_backend(str forced):
+    cdef string f = forced.encode("utf-8")
+    with nogil:
+        load_backends(f)
+
+
+def backends():
+    return backends_json().decode("utf-8")
 
 
 cdef vector[string] _encode_args(args):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 
 from . import _native
@@ -19,11 +20,16 @@ def _static_info() -> dict:
 
 
 def system_info() -> dict:
-    """The build's backend, the ggml backends and CPU features found, and the llama.cpp version."""
+    """The build's backend and the one in use (with the CPU variant loaded, and why a GPU backend
+    could not be used), the ggml backends and CPU features found, and the llama.cpp version."""
     info = dict(_static_info())
     features = info.get("features", {})
+    loaded = json.loads(_native.backends())
     return {
         "backend": _native.BACKEND,
+        "active_backend": loaded["active"],
+        "cpu_variant": loaded["cpu_variant"] or None,
+        "unavailable_backends": loaded["unavailable"],
         "backends": info["backends"],
         "cpu_features": features.get("CPU", {}),
         "features": features,
@@ -33,3 +39,12 @@ def system_info() -> dict:
         "build_target": info["build_target"],
         "system_info": info["system_info"],
     }
+
+
+def use_backend(name: str) -> None:
+    """Compute with this ggml backend for the rest of the process (``"cpu"``: no GPU), as
+    ``LLAMAHOST_BACKEND=name`` does; worker processes started later inherit the choice. Call it
+    before anything else of llamahost's uses the engine. Raises ValueError for an unknown name,
+    RuntimeError when that backend cannot be used here or this process already uses another."""
+    _native.use_backend(name)
+    os.environ["LLAMAHOST_BACKEND"] = name

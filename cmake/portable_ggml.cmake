@@ -1,0 +1,43 @@
+# Portable builds (wheels): ggml as shared libraries in the package, its backends as modules that
+# _backends.cpp loads at run time (GPU modules beside the extension, the CPU variants in cpu/).
+# ggml is added here, before llama.cpp, which then uses it ("added by a parent CMakeLists.txt"),
+# so that only ggml is shared and llama.cpp stays static and private inside the extension.
+
+# what llama.cpp's own CMakeLists sets before it adds ggml
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+set(CMAKE_LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+set(GGML_LLAMAFILE ON CACHE BOOL "ggml: use LLAMAFILE")
+set(GGML_CUDA_GRAPHS ON CACHE BOOL "ggml: use CUDA graphs (llama.cpp only)")
+
+if(APPLE)
+    set(_origin @loader_path)
+else()
+    set(_origin $ORIGIN)
+endif()
+set(CMAKE_INSTALL_RPATH ${_origin})
+
+set(BUILD_SHARED_LIBS ON)
+add_subdirectory(${LLAMA_DIR}/ggml llama.cpp/ggml EXCLUDE_FROM_ALL)
+set(BUILD_SHARED_LIBS OFF)
+
+# one file per library in the wheel, not a chain of version symlinks; no headers
+foreach(property VERSION SOVERSION PUBLIC_HEADER)
+    set_property(TARGET ggml ggml-base PROPERTY ${property})
+endforeach()
+install(TARGETS ggml ggml-base LIBRARY DESTINATION llamahost RUNTIME DESTINATION llamahost)
+foreach(module ${GGML_AVAILABLE_BACKENDS})
+    if(NOT TARGET ${module})
+        continue()
+    endif()
+    set(destination llamahost)
+    if(module MATCHES "^ggml-cpu")
+        set(destination llamahost/cpu)
+        set_target_properties(${module} PROPERTIES INSTALL_RPATH "${_origin}/..")
+    elseif(module STREQUAL "ggml-cuda")
+        # CUDA's runtime and cuBLAS from the system, or from NVIDIA's pip wheels beside the package
+        set(cuda_dirs ${_origin} ${_origin}/../nvidia/cuda_runtime/lib ${_origin}/../nvidia/cublas/lib
+            ${_origin}/../nvidia/cu13/lib)
+        set_target_properties(${module} PROPERTIES INSTALL_RPATH "${cuda_dirs}")
+    endif()
+    install(TARGETS ${module} LIBRARY DESTINATION ${destination} RUNTIME DESTINATION ${destination})
+endforeach()
