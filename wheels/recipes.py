@@ -1,0 +1,83 @@
+"""One recipe per wheel index: the backend it is built for and the libraries the wheel repair
+must leave to the user's system. The CUDA indexes differ only in the toolkit that builds them
+(installed by the workflow); ggml picks the GPU architectures that toolkit supports.
+
+``python wheels/recipes.py INDEX --github-env`` prints the cibuildwheel settings for the
+workflow (.github/workflows/wheels.yml); wheels/build.py uses the same recipes locally;
+``--backend`` prints the recipe's backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass
+
+# every wheel: backends loaded at run time from the package, every CPU variant, no peers
+PORTABLE = {"LLAMAHOST_PORTABLE": "ON", "LLAMAHOST_BUILD_PEERS": "OFF"}
+
+# The driver, CUDA's runtime and cuBLAS come from the user's system (or the nvidia-* pip wheels):
+# bundled, they would make a wheel of over 500 MB. Likewise the Vulkan loader.
+CUDA12_LIBS = ("libcuda.so.1", "libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12")
+CUDA12_DLLS = ("nvcuda.dll", "cudart64_12.dll", "cublas64_12.dll", "cublasLt64_12.dll")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    index: str                            # the index's name: <index-url>/<index>/simple
+    backend: str                          # LLAMAHOST_BACKEND
+    system_libs: tuple[str, ...] = ()     # Linux: left out of the repaired wheel
+    system_dlls: tuple[str, ...] = ()     # Windows: likewise
+
+    def definitions(self) -> dict[str, str]:
+        return {"LLAMAHOST_BACKEND": self.backend, **PORTABLE}
+
+    def config_settings(self) -> list[str]:
+        """pip's / build's --config-settings for scikit-build-core."""
+        return [f"cmake.define.{name}={value}" for name, value in self.definitions().items()]
+
+    def auditwheel_args(self) -> list[str]:
+        return [arg for lib in self.system_libs for arg in ("--exclude", lib)]
+
+    def delvewheel_args(self) -> list[str]:
+        return ["--no-dll", ";".join(self.system_dlls)] if self.system_dlls else []
+
+
+RECIPES: dict[str, Recipe] = {r.index: r for r in (
+    Recipe("cpu", "cpu"),
+    Recipe("cu124", "cuda", CUDA12_LIBS, CUDA12_DLLS),
+    Recipe("cu128", "cuda", CUDA12_LIBS, CUDA12_DLLS),
+    Recipe("vulkan", "vulkan", ("libvulkan.so.1",), ("vulkan-1.dll",)),
+    Recipe("metal", "metal"),
+)}
+
+
+def github_env(recipe: Recipe) -> str:
+    """Lines for $GITHUB_ENV that make cibuildwheel build and repair this recipe's wheels."""
+    settings = " ".join(recipe.config_settings())
+    auditwheel = " ".join(["auditwheel repair", *recipe.auditwheel_args(), "-w {dest_dir} {wheel}"])
+    delvewheel = " ".join(["delvewheel repair", *map(shlex.quote, recipe.delvewheel_args()), "-w {dest_dir} {wheel}"])
+    return "\n".join([
+        f"CIBW_CONFIG_SETTINGS={settings}",
+        f"CIBW_REPAIR_WHEEL_COMMAND_LINUX={auditwheel}",
+        f"CIBW_REPAIR_WHEEL_COMMAND_WINDOWS={delvewheel}",
+        # the GPU backend may not load on the test runner: the smoke test then checks the fallback
+        f"LLAMAHOST_WHEEL_BACKEND={recipe.backend}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("index", choices=sorted(RECIPES))
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--github-env", action="store_true", help="print the cibuildwheel settings as NAME=value lines")
+    what.add_argument("--backend", action="store_true", help="print the backend")
+    args = parser.parse_args(argv)
+    recipe = RECIPES[args.index]
+    print(github_env(recipe) if args.github_env else recipe.backend)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
