@@ -84,7 +84,8 @@ def main() -> None:
                     direct, routed = (statistics.median(got[k]) * 1e3 for k in ("direct", "router"))
                     overhead = statistics.median(r - d for r, d in zip(got["router"], got["direct"])) * 1e3
                     label = path + (" (1 token)" if "completions" in path else "")
-                    print(f"{isolation:<10} {label:<24} {direct:>10.3f} {routed:>10.3f} {overhead:>12.3f}")
+                    print(f"{isolation:<10} {label:<24} {direct:>10.3f} {routed:>10.3f} {overhead:>12.3f}",
+                          flush=True)
                 rates: dict[str, list[float]] = {"direct": [], "router": []}
                 throughput(urls["direct"], args.clients, 1, args.max_tokens)  # warm-up
                 for round_ in range(args.rounds):
@@ -93,7 +94,7 @@ def main() -> None:
                 ratio = statistics.median(r / d for r, d in zip(rates["router"], rates["direct"]))
                 direct, routed = (statistics.median(rates[k]) for k in ("direct", "router"))
                 print(f"{isolation:<10} {'throughput tokens/s':<24} {direct:>10.1f} {routed:>10.1f} "
-                      f"{'ratio ' + format(ratio, '.3f'):>12}")
+                      f"{'ratio ' + format(ratio, '.3f'):>12}", flush=True)
                 for client in clients.values():
                     client.close()
 

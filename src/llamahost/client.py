@@ -14,7 +14,6 @@ import json
 import threading
 from contextlib import closing
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
@@ -274,8 +273,8 @@ class HTTPClient(Client):
                 connection.close()
                 if not reused:
                     raise
-                # llama-server closes a connection after a streamed answer; a request that went out on it
-                # before the close was seen got no answer at all, so it is sent again on a new connection
+                # the server closed the kept-alive connection (llama-server does after 5 s idle) as the
+                # request went out: it got no answer at all, so it is sent again on a new connection
                 connection, reused = self._connect(), False
             except BaseException:
                 connection.close()
@@ -289,7 +288,8 @@ class HTTPClient(Client):
         headers = {k: v for k, v in answer.getheaders() if k.lower() not in _FRAMING}
         response = Response(answer.status, answer.getheader("Content-Type", ""), headers)
         if response.content_type.startswith("text/event-stream"):
-            return response, Chunks(self._read(answer), partial(self._done, connection, answer))
+            # not kept for another request: llama-server closes the connection after a stream
+            return response, Chunks(self._read(answer), connection.close)
         try:
             response.body = answer.read()
         except (OSError, http.client.HTTPException) as exc:
