@@ -327,8 +327,11 @@ void engine::start() {
     }
     const bool interrupted = stopping_.load();
     const int rc = exit_code_;
+    // joined under mu_ (the finished thread needs it no more): stop() may be joining it too
+    if (thread_.joinable()) {
+        thread_.join();
+    }
     lock.unlock();
-    thread_.join();
     if (interrupted) {
         throw std::runtime_error("the server was closed while the model was loading");
     }
@@ -490,8 +493,7 @@ void engine::stop() {
         cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return finished_.load(); });
     }
     if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
-        lock.unlock();
-        thread_.join();
+        thread_.join();  // under mu_, as in start(): the two may run at once
     }
 }
 
