@@ -9,7 +9,8 @@ client, llamahost's HTTPClient, on both paths):
 - throughput: tokens/s of concurrent streamed completions through the router, divided by
   the same straight to the model's server just before or after (the two in turn, in
   alternating order): the median of the rounds' ratios, so that a busy machine's drift
-  hits both sides of each ratio alike.
+  hits both sides of each ratio alike. The clients run in processes of their own, so that
+  their Python does not share the router's interpreter lock.
 
     python bench/router_overhead.py [--model M] [--requests 300] [--clients 4] [--rounds 3]
 """
@@ -17,9 +18,10 @@ client, llamahost's HTTPClient, on both paths):
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 from llamahost import Pool
 from llamahost.client import HTTPClient
@@ -37,19 +39,20 @@ def latencies(clients: dict[str, HTTPClient], body: dict, path: str, n: int) -> 
     return out
 
 
-def throughput(url: str, clients: int, per_client: int, max_tokens: int) -> float:
-    def one_client(i: int) -> int:
-        tokens = 0
-        with HTTPClient(url) as client:
-            for j in range(per_client):
-                events = list(client.complete(f"Story {i}.{j}:", model="m", max_tokens=max_tokens, ignore_eos=True,
-                                              temperature=0, stream=True))
-                tokens += events[-1]["usage"]["completion_tokens"]
-        return tokens
+def one_client(url: str, i: int, completions: int, max_tokens: int) -> int:
+    tokens = 0
+    with HTTPClient(url) as client:
+        for j in range(completions):
+            events = list(client.complete(f"Story {i}.{j}:", model="m", max_tokens=max_tokens, ignore_eos=True,
+                                          temperature=0, stream=True))
+            tokens += events[-1]["usage"]["completion_tokens"]
+    return tokens
 
+
+def throughput(processes: Executor, url: str, clients: int, per_client: int, max_tokens: int) -> float:
     started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        tokens = sum(pool.map(one_client, range(clients)))
+    tokens = sum(processes.map(one_client, [url] * clients, range(clients), [per_client] * clients,
+                               [max_tokens] * clients))
     return tokens / (time.perf_counter() - started)
 
 
@@ -70,6 +73,7 @@ def main() -> None:
     print(f"model {args.model}; {args.requests} requests per route and path, {args.clients} clients x "
           f"{args.per_client} completions of {args.max_tokens} tokens, {args.rounds} rounds")
     print(f"{'isolation':<10} {'route':<24} {'direct ms':>10} {'router ms':>10} {'overhead ms':>12}")
+    processes = ProcessPoolExecutor(args.clients, mp_context=multiprocessing.get_context("spawn"))
     for isolation in args.isolation:
         with Pool(isolation=isolation) as pool:
             handle = pool.get(args.model, n_ctx=2048, parallel=args.clients, threads=2)
@@ -87,16 +91,18 @@ def main() -> None:
                     print(f"{isolation:<10} {label:<24} {direct:>10.3f} {routed:>10.3f} {overhead:>12.3f}",
                           flush=True)
                 rates: dict[str, list[float]] = {"direct": [], "router": []}
-                throughput(urls["direct"], args.clients, 1, args.max_tokens)  # warm-up
+                throughput(processes, urls["direct"], args.clients, 1, args.max_tokens)  # warm-up
                 for round_ in range(args.rounds):
                     for name in ("direct", "router") if round_ % 2 == 0 else ("router", "direct"):
-                        rates[name].append(throughput(urls[name], args.clients, args.per_client, args.max_tokens))
+                        rates[name].append(throughput(processes, urls[name], args.clients, args.per_client,
+                                                      args.max_tokens))
                 ratio = statistics.median(r / d for r, d in zip(rates["router"], rates["direct"]))
                 direct, routed = (statistics.median(rates[k]) for k in ("direct", "router"))
                 print(f"{isolation:<10} {'throughput tokens/s':<24} {direct:>10.1f} {routed:>10.1f} "
                       f"{'ratio ' + format(ratio, '.3f'):>12}", flush=True)
                 for client in clients.values():
                     client.close()
+    processes.shutdown()
 
 
 if __name__ == "__main__":
