@@ -231,7 +231,7 @@ class Report:
 
 def run(cases: int, *, seed: int = 0, workers: int = 2, timeout: float = 60.0, memory_limit: int = 1 << 30,
         max_seconds: float | None = None, workdir: Path | None = None, save: Path | None = None,
-        only: list[int] | None = None, progress: bool = False) -> Report:
+        only: list[int] | None = None, progress: bool = False, report_path: Path | None = None) -> Report:
     own_dir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="llamahost-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
                    if own_dir else workdir)
@@ -261,6 +261,8 @@ def run(cases: int, *, seed: int = 0, workers: int = 2, timeout: float = 60.0, m
                         (save / f"case-{seed}-{case}.gguf").write_bytes(data)
                         (save / f"case-{seed}-{case}.json").write_text(json.dumps(finding, indent=2))
                     report.findings.append(finding)
+
+        failures: list[BaseException] = []
 
         def drive(k: int) -> None:
             worker = None
@@ -300,6 +302,11 @@ def run(cases: int, *, seed: int = 0, workers: int = 2, timeout: float = 60.0, m
                         if progress and report.cases % 500 == 0:
                             print(f"{report.cases} cases, {len(report.findings)} findings, "
                                   f"{time.monotonic() - started:.0f} s", flush=True)
+                            if report_path:  # so far: a run that is stopped keeps its figures
+                                report.seconds = time.monotonic() - started
+                                report_path.write_text(json.dumps(report.as_dict(), indent=2))
+            except BaseException as exc:  # the harness itself failed: the run must not pass
+                failures.append(exc)
             finally:
                 if worker is not None:
                     worker.stop()
@@ -309,6 +316,8 @@ def run(cases: int, *, seed: int = 0, workers: int = 2, timeout: float = 60.0, m
             t.start()
         for t in threads:
             t.join()
+        if failures:
+            raise failures[0]
         report.seconds = time.monotonic() - started
         return report
     finally:
@@ -345,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     report = run(args.cases, seed=seed, workers=args.workers, timeout=args.timeout, memory_limit=args.memory_limit,
-                 max_seconds=args.max_seconds, save=args.save, only=args.only, progress=True)
+                 max_seconds=args.max_seconds, save=args.save, only=args.only, progress=True, report_path=args.report)
     print(report.summary())
     if args.report:
         args.report.write_text(json.dumps(report.as_dict(), indent=2))

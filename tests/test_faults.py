@@ -83,9 +83,9 @@ def test_sigkill_of_a_worker_under_load(tiny_models):
             c.join(180)
         assert not any(c.is_alive() for c in clients)
         assert set(outcomes) <= {"ok", "503 unavailable_error"}, outcomes
-        assert sum(outcomes.values()) == 4 * 30 and outcomes["ok"] > 4
+        assert sum(outcomes.values()) == 4 * 30 and outcomes["ok"] > 4, outcomes
         assert handle.complete("x", max_tokens=1)["choices"] and handle.pid != killed and not alive(killed)
-        assert handle.stats()["restarts"] == 1
+        assert handle.stats()["restarts"] == 1, handle.stats()
 
 
 def test_client_leaving_mid_stream_over_http_cancels_the_generation(tiny_model):
@@ -134,7 +134,7 @@ def test_pool_close_during_a_load(demo_model, isolation):
     loader.join(60)
     assert not loader.is_alive()
     assert len(ended) == 1 and isinstance(ended[0], llamahost.ServerClosedError), ended
-    wait_until(lambda: os_threads() <= threads, 10, "the load's threads to end")
+    wait_until(lambda: os_threads() <= threads, 30, "the load's threads to end")
 
 
 def test_ctrl_c_during_a_load_stops_it(demo_model):
@@ -143,7 +143,7 @@ def test_ctrl_c_during_a_load_stops_it(demo_model):
     with pytest.raises(KeyboardInterrupt):
         llamahost.Server(demo_model, n_ctx=512)
     sender.join()
-    wait_until(lambda: os_threads() <= threads, 10, "the engine's threads to end")
+    wait_until(lambda: os_threads() <= threads, 30, "the engine's threads to end")
     with llamahost.Server(demo_model, n_ctx=512) as srv:
         assert srv.complete("Hi", max_tokens=2)["choices"]
 

@@ -111,15 +111,23 @@ def test_metrics_per_model_and_pool_wide(routed):
 
 def test_a_killed_worker_gives_requests_in_flight_a_503_over_http(tiny_models):
     with llamahost.Pool(isolation="process", idle_ttl=None, health_interval=0.2) as pool:
-        handles = {name: pool.get(path, **PARAMS) for name, path in zip("ab", tiny_models)}
+        # "a" has room for a long answer: the kill must land while it is being generated
+        handles = {"a": pool.get(tiny_models[0], n_ctx=16384, parallel=1, seed=7),
+                   "b": pool.get(tiny_models[1], **PARAMS)}
         with Router(pool, handles, port=0) as router:
             body = {"model": "a", "prompt": "Go on:", "max_tokens": 100000, "ignore_eos": True}
             for name in "ab":
                 assert httpx.post(router.url + "/v1/completions", json={"model": name, "prompt": "x", "max_tokens": 1},
                                   timeout=60).status_code == 200
             victim = handles["a"].pid
-            threading.Timer(0.3, os.kill, (victim, signal.SIGKILL)).start()
-            answer = httpx.post(router.url + "/v1/completions", json=body, timeout=60)
+
+            def kill_while_generating():
+                wait_until(lambda: any(s["is_processing"] for s in httpx.get(handles["a"].url + "/slots").json()),
+                           30, "the long answer to start")
+                os.kill(victim, signal.SIGKILL)
+
+            threading.Thread(target=kill_while_generating).start()
+            answer = httpx.post(router.url + "/v1/completions", json=body, timeout=120)
             assert answer.status_code == 503 and answer.json()["error"]["type"] == "unavailable_error"
             again = httpx.post(router.url + "/v1/completions", json={"model": "a", "prompt": "x", "max_tokens": 1},
                                timeout=60)

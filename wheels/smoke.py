@@ -5,8 +5,9 @@ from outside the source tree (so that ``import llamahost`` is the wheel).
 
 Checks that the wheel was built for that backend and imports; that the backend in use is that
 one or, when it cannot load here (no driver, no device), the CPU with exactly one warning;
-that forcing an unusable backend is a clear error and forcing the CPU is silent; and that a
-chat with the demo model (the ``demo`` extra) answers. Exits non-zero on any failure.
+that forcing an unusable backend, or one the wheel lacks, is a clear error and forcing the CPU
+is silent; and that a chat with the demo model (the ``demo`` extra) answers. Exits non-zero on
+any failure.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def check_backends(backend: str) -> dict:
         forced = probe(backend)
         check(forced.returncode != 0 and f"LLAMAHOST_BACKEND={backend}" in forced.stderr,
               f"forcing {backend} is a clear error: {forced.stderr.strip().splitlines()[-1:]}")
+    other = "vulkan" if backend != "vulkan" else "cuda"
+    absent = probe(other)
+    check(absent.returncode != 0 and f"LLAMAHOST_BACKEND={other}" in absent.stderr,
+          f"forcing {other}, not in this wheel, is a clear error: {absent.stderr.strip().splitlines()[-1:]}")
     cpu = probe("cpu")
     check(cpu.returncode == 0 and json.loads(cpu.stdout)["active_backend"] == "cpu"
           and not warnings_in(cpu.stderr), "LLAMAHOST_BACKEND=cpu uses the CPU, silently")

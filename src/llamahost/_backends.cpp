@@ -113,13 +113,7 @@ fs::path module_path(const std::string & name) {
 }
 
 // The GPU backend's module loaded with at least one device, or nullptr and why not.
-ggml_backend_reg_t load_gpu(const std::string & name, std::string & why) {
-    const fs::path path = module_path(name);
-    std::error_code ec;
-    if (!fs::exists(path, ec)) {
-        why = "not in this package, which was built for " LLAMAHOST_BACKEND;
-        return nullptr;
-    }
+ggml_backend_reg_t load_gpu(const fs::path & path, const std::string & name, std::string & why) {
     held_log log;
     ggml_backend_reg_t reg = ggml_backend_load(path.u8string().c_str());
     if (reg == nullptr) {
@@ -166,17 +160,24 @@ void load(const std::string & forced, backend_state & state) {
         if (!forced.empty() && forced != name) {
             continue;
         }
+        const fs::path path = module_path(name);
+        std::error_code ec;
+        if (!fs::exists(path, ec)) {
+            if (forced == name) {
+                throw std::runtime_error("LLAMAHOST_BACKEND=" + name + ": this package has no " + name +
+                                         " backend; it was built for " LLAMAHOST_BACKEND);
+            }
+            continue;
+        }
         std::string why;
-        if (load_gpu(name, why) != nullptr) {
+        if (load_gpu(path, name, why) != nullptr) {
             state.active = name;
             break;
         }
         if (forced == name) {
             throw std::runtime_error("LLAMAHOST_BACKEND=" + name + ": the " + name + " backend cannot be used: " + why);
         }
-        if (why.rfind("not in this package", 0) != 0) {
-            state.unavailable[name] = why;
-        }
+        state.unavailable[name] = why;
     }
     // ggml picks the CPU variant that scores best on this CPU (SSE4.2 ... AVX-512, AMX)
     const std::string cpu_dir = (fs::u8path(g_dir) / "cpu").u8string();
