@@ -82,14 +82,14 @@ class HTTPEngine:
     def first_token(self, prompt, n):
         start = time.perf_counter()
         body = {"prompt": prompt, "max_tokens": n, "temperature": 0, "stream": True, "cache_prompt": False}
+        first = None
         with self.client.stream("POST", self.url + "/v1/completions", json=body) as r:
-            for line in r.iter_lines():
-                if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                    continue
-                choices = json.loads(line[5:]).get("choices") or [{}]
-                if choices[0].get("text"):
-                    return time.perf_counter() - start
-        return time.perf_counter() - start
+            for line in r.iter_lines():  # read to the end: a stream left running would slow the next request
+                if first is None and line.startswith("data:") and line.strip() != "data: [DONE]":
+                    choices = json.loads(line[5:]).get("choices") or [{}]
+                    if choices[0].get("text"):
+                        first = time.perf_counter() - start
+        return first if first is not None else time.perf_counter() - start
 
     def close_client(self):
         if self._client is not None:
@@ -109,10 +109,11 @@ class Llamahost:
 
     def first_token(self, prompt, n):
         start = time.perf_counter()
+        first = None
         for chunk in self.srv.complete(prompt, max_tokens=n, temperature=0, stream=True, cache_prompt=False):
-            if chunk["choices"] and chunk["choices"][0].get("text"):
-                return time.perf_counter() - start
-        return time.perf_counter() - start
+            if first is None and chunk["choices"] and chunk["choices"][0].get("text"):
+                first = time.perf_counter() - start  # and on to the end, as the HTTP engines do
+        return first if first is not None else time.perf_counter() - start
 
     def stop(self):
         self.srv.close()
@@ -428,17 +429,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.worker, args.model)))
         return 0
 
-    rounds: dict[str, list[dict]] = {}
+    rounds: dict[str, list[dict]] = {name: [] for name in args.engines}  # the table keeps the engines' order
     for round_index in range(args.rounds):
-        for name in args.engines:
+        shift = round_index % len(args.engines)  # each round starts with another engine: no fixed neighbours in time
+        for name in args.engines[shift:] + args.engines[:shift]:
             print(f"round {round_index + 1}/{args.rounds}: measuring {name} ...", file=sys.stderr, flush=True)
             done = subprocess.run([sys.executable, "-m", "llamahost.bench", "--worker", name, "--model", args.model],
                                   capture_output=True, text=True, timeout=1800)
             if done.returncode != 0:
                 print(f"  {name} failed: {done.stderr[-1500:]}", file=sys.stderr)
                 continue
-            rounds.setdefault(name, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
-    results = {name: merge_rounds(measured) for name, measured in rounds.items()}
+            rounds[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    results = {name: merge_rounds(measured) for name, measured in rounds.items() if measured}
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {THREADS} threads, "
                f"Python {platform.python_version()}, model {Path(args.model).name}, {args.rounds} round(s), "
                f"{TRIALS} trials ({GEN_TRIALS} for speeds) per round")
