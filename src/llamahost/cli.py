@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import __version__
+from .server import _arg_value, take_option
 
 SERVE_HELP = """\
 usage: llamahost serve [MODEL] [llama-server options ...]
@@ -229,7 +230,7 @@ def cmd_serve(argv: list[str]) -> int:
         _native.Engine(["--help"])  # upstream prints llama-server's full option list and exits
         return 0
     models = list(takewhile(lambda arg: not arg.startswith("-"), argv))
-    if len(models) > 1 or _option(argv, "--models-dir")[0] is not None:
+    if len(models) > 1 or take_option(argv, "--models-dir")[0] is not None:
         return cmd_serve_models(models, argv[len(models):])
     flags = list(argv)
     if flags and not flags[0].startswith("-"):
@@ -283,22 +284,6 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _option(flags: list[str], name: str) -> tuple[str | None, list[str]]:
-    """The value of option ``name`` (``name VALUE`` or ``name=VALUE``; the last one given)
-    and the flags without it."""
-    value, rest, i = None, [], 0
-    while i < len(flags):
-        if flags[i] == name and i + 1 < len(flags):
-            value, i = flags[i + 1], i + 2
-            continue
-        if flags[i].startswith(name + "="):
-            value = flags[i].split("=", 1)[1]
-        else:
-            rest.append(flags[i])
-        i += 1
-    return value, rest
-
-
 def _model_names(models: list[str], models_dir: str | None) -> dict[str, tuple[str, list[str]]]:
     """name -> (model, its own flags), from NAME=MODEL or MODEL positionals and a models folder."""
     from .router import models_in_dir
@@ -327,14 +312,13 @@ def cmd_serve_models(models: list[str], flags: list[str]) -> int:
     from .errors import LlamahostError
     from .pool import Pool
     from .router import Router
-    from .server import _arg_value
 
     try:
         options = {}
         for name in MULTI_MODEL_OPTIONS:
-            options[name], flags = _option(flags, name)
-        host, flags = _option(flags, "--host")
-        port, flags = _option(flags, "--port")
+            options[name], flags = take_option(flags, name)
+        host, flags = take_option(flags, "--host")
+        port, flags = take_option(flags, "--port")
         named = _model_names(models, options["--models-dir"])
         idle_ttl = float(options["--idle-ttl"] or 300)
         pool = Pool(memory_budget=options["--memory-budget"], idle_ttl=idle_ttl or None,

@@ -30,7 +30,7 @@ from . import _native, config
 from .client import Chunks, Client, Response
 from .errors import ModelLoadError, ServerClosedError
 from .estimate import from_engine
-from .server import Server, _arg_value, _model_path, command_line
+from .server import Server, _arg_value, _model_path, command_line, take_option
 
 log = logging.getLogger("llamahost.pool")
 
@@ -233,9 +233,9 @@ class Pool:
                 m.needs = _needs(m.path, m.args)
             self._make_room(m)
             self._close_unloaded()
+            port, args = take_option(m.args, "--port")
             if not m.port:
-                m.port = int(_arg_value(m.args, ("--port",), "0")) or free_port()
-            args = m.args + ["--port", str(m.port)]
+                m.port = int(port or 0) or free_port()
             started = time.perf_counter()
             if self.isolation == "process":
                 from .worker import Worker
@@ -244,7 +244,7 @@ class Pool:
                 backend = Worker(args, m.port, model_path=m.path, api_key=api_key.split(",")[0] if api_key else None,
                                  load_timeout=self.load_timeout, cancel=self._closing)
             else:
-                backend = Server.from_args(args, cancel=self._closing)
+                backend = Server.from_args(args + ["--port", str(m.port)], cancel=self._closing)
         except BaseException as exc:
             with self._cond:
                 m.attempts += 1

@@ -213,5 +213,21 @@ def _arg_value(args: Sequence[str], names: tuple[str, ...], default: str | None)
     return value
 
 
+def take_option(flags: Sequence[str], name: str) -> tuple[str | None, list[str]]:
+    """The value of option ``name`` (``name VALUE`` or ``name=VALUE``; the last one given)
+    and the flags without it."""
+    value, rest, i = None, [], 0
+    while i < len(flags):
+        if flags[i] == name and i + 1 < len(flags):
+            value, i = flags[i + 1], i + 2
+            continue
+        if flags[i].startswith(name + "="):
+            value = flags[i].split("=", 1)[1]
+        else:
+            rest.append(flags[i])
+        i += 1
+    return value, rest
+
+
 def _model_path(args: Sequence[str]) -> str | None:
     return _arg_value(args, ("-m", "--model"), os.environ.get("LLAMA_ARG_MODEL"))

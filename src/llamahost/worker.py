@@ -18,6 +18,7 @@ from collections import deque
 
 from .client import HTTPClient
 from .errors import ModelLoadError, ServerClosedError
+from .server import take_option
 
 
 class Worker(HTTPClient):
@@ -27,6 +28,8 @@ class Worker(HTTPClient):
 
     def __init__(self, args: list[str], port: int, *, model_path: str = "?", api_key: str | None = None,
                  load_timeout: float = 600.0, cancel: threading.Event | None = None):
+        _, args = take_option(args, "--host")  # a worker listens on loopback only, on the port given
+        _, args = take_option(args, "--port")
         argv = [sys.executable, "-m", "llamahost.worker", *args, "--host", "127.0.0.1", "--port", str(port)]
         self.model_path = model_path
         self.port = port
