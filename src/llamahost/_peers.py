@@ -23,12 +23,21 @@ def peer_binary(name: str) -> Path:
     return found[-1]
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started it dies (a benchmark worker that failed)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Running:
     """A server process on a loopback port, stopped on exit."""
 
     def __init__(self, argv: list[str], port: int, timeout: float = 120, ready_path: str = "/health"):
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -83,7 +83,8 @@ class HTTPEngine:
         start = time.perf_counter()
         body = {"prompt": prompt, "max_tokens": n, "temperature": 0, "stream": True, "cache_prompt": False}
         first = None
-        with self.client.stream("POST", self.url + "/v1/completions", json=body) as r:
+        # upstream's HTTP server may close a kept-alive connection after a stream: not reused
+        with self.client.stream("POST", self.url + "/v1/completions", json=body, headers={"Connection": "close"}) as r:
             for line in r.iter_lines():  # read to the end: a stream left running would slow the next request
                 if first is None and line.startswith("data:") and line.strip() != "data: [DONE]":
                     choices = json.loads(line[5:]).get("choices") or [{}]
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rounds[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     results = {name: merge_rounds(measured) for name, measured in rounds.items() if measured}
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {THREADS} threads, "
+    machine = (f"{cpu_name()}, {os.cpu_count()} cores, {THREADS} threads, "
                f"Python {platform.python_version()}, model {Path(args.model).name}, {args.rounds} round(s), "
                f"{TRIALS} trials ({GEN_TRIALS} for speeds) per round")
     out = Path(args.out)
@@ -454,12 +455,30 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("matplotlib is missing, so no chart (bash bench/setup_peers.sh installs it)", file=sys.stderr)
         has_chart = False
-    (out / "BENCHMARKS.md").write_text(report(table, has_chart, args.engines))
+    page = out / "BENCHMARKS.md"
+    page.write_text(report(table, has_chart, args.engines, kept_notes(page)))
     print(table)
     return 0
 
 
-def report(table: str, has_chart: bool, engines: list[str]) -> str:
+NOTES_MARK = "<!-- notes: kept when the benchmark rewrites this page -->"
+
+
+def kept_notes(page: Path) -> str:
+    """What a person wrote under NOTES_MARK on the page the last run made."""
+    text = page.read_text() if page.exists() else ""
+    return text[text.index(NOTES_MARK):] if NOTES_MARK in text else NOTES_MARK + "\n"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def report(table: str, has_chart: bool, engines: list[str], notes: str) -> str:
     """docs/BENCHMARKS.md: how the figures were made, the table and the chart."""
     lines = ["# Benchmarks: llamahost against its peers", "",
              "Made by `bash bench/setup_peers.sh && bench/.venv/bin/python bench/run.py` "
@@ -471,8 +490,9 @@ def report(table: str, has_chart: bool, engines: list[str]) -> str:
              + ", ".join(engines) + ".", "", table]
     if has_chart:
         lines += ["", "![generation and concurrent throughput](benchmarks.png)"]
-    lines += ["", "Raw figures, with each metric's spread (interquartile range / median): `benchmarks.json`."]
-    return "\n".join(lines) + "\n"
+    lines += ["", "Raw figures, with each metric's spread (interquartile range / median): `benchmarks.json`.", "",
+              notes]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
