@@ -2,6 +2,7 @@
 import time and generation speed on the demo model, each engine in a fresh process of its own
 Python, rounds interleaved.
 
+    build/wheel-venv-cpu/bin/pip install httpx     # once: the benchmark's adapters use it
     python bench/wheel_vs_native.py --wheel-python build/wheel-venv-cpu/bin/python [--rounds 3]
 
 Generation runs on one thread and is counted per CPU-second of the engine's process (128 tokens
@@ -57,6 +58,7 @@ print(json.dumps(out))
 
 def run_engine(python: str, module: str, adapter: str) -> dict:
     code = WORKER.format(module=module, adapter=adapter, trials=TRIALS)
+    python = str(Path(python).absolute())  # it runs from / (so that the import is the installed package)
     done = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd="/", timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"{python} failed:\n{done.stderr[-3000:]}")

@@ -4,6 +4,7 @@ LLAMAHOST_* variables; the same servers answer the official openai client over H
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import openai
@@ -56,16 +57,18 @@ def test_awkward_messages_and_emulated_tools_through_the_provider(pool, strict_m
     async def main():
         with llamahost.Provider(pool, n_ctx=1024) as provider:
             text = await provider.generate(AWKWARD, model=strict_model, max_tokens=2)
+            # greedy, with room: a random model sampled freely may spend its tokens on the whitespace
+            # the call's grammar allows between JSON tokens, and a cut-off call is text, not a call
             called = await provider.generate(AWKWARD, model=strict_model, tools=tools, tool_choice="required",
-                                             max_tokens=40)
+                                             max_tokens=160, temperature=0)
             deltas = [d async for d in provider.stream(AWKWARD, model=strict_model, tools=tools,
-                                                       tool_choice="required", max_tokens=40)]
+                                                       tool_choice="required", max_tokens=160, temperature=0)]
             return text, called, deltas
 
     text, called, deltas = asyncio.run(main())
     assert text["role"] == "assistant"
-    assert called["tool_calls"][0]["function"]["name"] == "pick"
-    assert called["tool_calls"][0]["function"]["arguments"].replace(" ", "") in ('{"colour":"red"}', '{"colour":"blue"}')
+    assert called.get("tool_calls") and called["tool_calls"][0]["function"]["name"] == "pick", called
+    assert json.loads(called["tool_calls"][0]["function"]["arguments"]) in ({"colour": "red"}, {"colour": "blue"})
     streamed = [t for d in deltas for t in d.get("tool_calls", [])]
     assert streamed[0]["function"]["name"] == "pick"
 

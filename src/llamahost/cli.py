@@ -356,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "serve":
         return cmd_serve(argv[1:])  # llama-server's own parser reads the rest
     if argv and argv[0] == "bench":
-        from .bench import main as bench_main
+        try:
+            from .bench import main as bench_main
+        except ModuleNotFoundError as exc:
+            print(f"llamahost bench needs {exc.name}: pip install 'llamahost[bench]'", file=sys.stderr)
+            return 2
 
         return bench_main(argv[1:])
 

@@ -8,7 +8,6 @@ pool, or any llama-server); a pool's handle sends to whichever of the two serves
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import threading
@@ -172,13 +171,13 @@ class Client:
         """Async chat: ``await srv.achat(...)`` or ``async for chunk in srv.achat(..., stream=True)``."""
         if stream:
             return _aiter_in_thread(self.chat(messages, stream=True, **opts))
-        return asyncio.to_thread(self.chat, messages, **opts)
+        return _in_thread(self.chat, messages, **opts)
 
     def acomplete(self, prompt: str | list, *, stream: bool = False, **opts: Any):
         """Async complete, like achat()."""
         if stream:
             return _aiter_in_thread(self.complete(prompt, stream=True, **opts))
-        return asyncio.to_thread(self.complete, prompt, **opts)
+        return _in_thread(self.complete, prompt, **opts)
 
     def embed(self, texts: str | Sequence[str], **opts: Any):
         """/v1/embeddings as a float32 numpy array of shape (len(texts), dim)."""
@@ -352,12 +351,19 @@ def _parse_event(event: bytes) -> Any:
     return parsed
 
 
+async def _in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """asyncio.to_thread, imported when first awaited: asyncio is a fifth of ``import llamahost``."""
+    import asyncio
+
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
 async def _aiter_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
     """Drive a blocking iterator from a worker thread, one item at a time."""
     done = object()
     try:
         while True:
-            item = await asyncio.to_thread(next, iterator, done)
+            item = await _in_thread(next, iterator, done)
             if item is done:
                 return
             yield item

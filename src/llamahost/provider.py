@@ -16,13 +16,13 @@ syntax are emulated, so every model answers the same OpenAI shapes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
 from contextlib import aclosing
 from typing import Any, AsyncIterator, Sequence
 
+from .client import _in_thread
 from .pool import Handle, Pool
 from .tokens import TokenCount, count_tokens
 
@@ -75,7 +75,7 @@ class Provider:
     async def embed(self, texts: str | Sequence[str], *, model: str | os.PathLike, **opts: Any):
         """Embeddings as a float32 numpy array of shape (len(texts), dim), from ``model``
         served with embeddings on."""
-        return await asyncio.to_thread(self.handle(model, embedding=True).embed, texts, **opts)
+        return await _in_thread(self.handle(model, embedding=True).embed, texts, **opts)
 
     def count_tokens(self, messages_or_text: str | list[dict], *, model: str | os.PathLike,
                      tools: list[dict] | None = None) -> TokenCount:
