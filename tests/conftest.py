@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# A runner may start the tests with SIGINT ignored (a shell's background job does); the tests that
+# press Ctrl-C need Python's own handler, in this process and in the processes they start.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import llamahost  # noqa: E402
 from llamahost.demo import demo_model_path  # noqa: E402

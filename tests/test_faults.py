@@ -138,6 +138,8 @@ def test_pool_close_during_a_load(demo_model, isolation):
 
 
 def test_ctrl_c_during_a_load_stops_it(demo_model):
+    with llamahost.Server(demo_model, n_ctx=512) as srv:  # the compute threads a first load starts, which stay
+        srv.complete("Hi", max_tokens=1)
     threads = os_threads()
     sender = sigint_once(lambda: any(t.name == "llamahost-load" for t in threading.enumerate()))
     with pytest.raises(KeyboardInterrupt):
