@@ -10,7 +10,7 @@ import ctypes
 import json
 import os
 import threading
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from . import _native, config, gguf, security
@@ -59,6 +59,7 @@ class Server(Client):
         self._closed = False
         self._engine = engine if engine is not None else _native.Engine(args)
         security.warn_if_server_exposed(args)
+        _keep_large_buffers_out_of_the_heap()
         try:
             _load(self._engine, cancel)
         except RuntimeError as exc:
@@ -153,6 +154,21 @@ def command_line(model: str, params: dict[str, Any]) -> list[str]:
     if fitted is not None:
         params = dict(params, n_ctx=fitted)
     return config.server_args(path, params)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+@cache
+def _keep_large_buffers_out_of_the_heap() -> None:
+    """glibc raises its mmap threshold each time a large block is freed, up to 32 MiB; from then
+    on a server's buffers come from the heap, where a closed server leaves fragments (3 to 12 MiB
+    over 50 small servers, varying). A fixed threshold of 1 MiB keeps them in mappings of their own,
+    which close() unmaps (+0.1 to +0.5 MiB over 150 servers); generation speed is unchanged."""
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass
 
 
 def _return_freed_heap() -> None:
