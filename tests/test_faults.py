@@ -26,6 +26,7 @@ from test_models import gguf_files, home, hub, run_cli  # noqa: F401 - the Hub f
 from test_pool import alive, rss_bytes, wait_until
 
 LONG = {"max_tokens": 100000, "ignore_eos": True}  # a generation that runs until stopped
+N_CTX = 4096  # the tiny model's training context: LONG left alone decodes about this many tokens
 
 
 def os_threads() -> int:
@@ -37,15 +38,35 @@ def idle(client) -> bool:
     return not any(s["is_processing"] for s in client.request("GET", "/slots").json())
 
 
+def decodes(client) -> float:
+    """The engine's llama_decode calls so far (/metrics): a cancelled generation stops adding to them."""
+    for line in client.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith("llamacpp:n_decode_total "):
+            return float(line.split()[1])
+    raise AssertionError("no llamacpp:n_decode_total in /metrics (a server started with metrics=True?)")
+
+
+def assert_cancelled(client, decodes_before: float, what: str) -> None:
+    """Idle again, well before the LONG generation could have filled the context by itself."""
+    wait_until(lambda: idle(client), 10, what)
+    spent = decodes(client) - decodes_before
+    assert spent < N_CTX / 4, f"{what}: {spent:.0f} decodes, as if nothing had stopped the generation"
+
+
 def sigint_once(condition, timeout: float = 30) -> threading.Thread:
-    """A real SIGINT to this process (as Ctrl-C sends) as soon as ``condition()`` holds."""
+    """A real SIGINT to this process (as Ctrl-C sends) once ``condition()`` holds; none if it
+    never does (``sender.sent`` says which), so that a late one cannot hit another test."""
     def send() -> None:
         deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
+        while not condition():
+            if time.monotonic() > deadline:
+                return
             time.sleep(0.005)
+        sender.sent = True
         os.kill(os.getpid(), signal.SIGINT)
 
     sender = threading.Thread(target=send, daemon=True)
+    sender.sent = False
     sender.start()
     return sender
 
@@ -89,23 +110,25 @@ def test_sigkill_of_a_worker_under_load(tiny_models):
 
 
 def test_client_leaving_mid_stream_over_http_cancels_the_generation(tiny_model):
-    with llamahost.Server(tiny_model, n_ctx=512, parallel=1) as srv:
+    with llamahost.Server(tiny_model, n_ctx=N_CTX, parallel=1, metrics=True) as srv:
         for _ in range(3):
+            before = decodes(srv)
             with httpx.stream("POST", srv.url + "/v1/completions", json=dict(LONG, prompt="Go on:", stream=True),
                               timeout=30) as r:
                 next(r.iter_raw())
-            wait_until(lambda: idle(srv), 10, "the generation's end after the client left")
+            assert_cancelled(srv, before, "the generation's end after the client left")
         assert srv.complete("Hi", max_tokens=2)["choices"]
 
 
 def test_client_leaving_mid_stream_through_the_router(tiny_model):
     with llamahost.Pool(idle_ttl=None) as pool:
-        handle = pool.get(tiny_model, n_ctx=512, parallel=1)
+        handle = pool.get(tiny_model, n_ctx=N_CTX, parallel=1, metrics=True)
         with Router(pool, {"m": handle}, port=0) as router:
+            before = decodes(handle)
             with httpx.stream("POST", router.url + "/v1/completions", timeout=30,
                               json=dict(LONG, model="m", prompt="Go on:", stream=True)) as r:
                 next(r.iter_raw())
-            wait_until(lambda: idle(handle), 10, "the generation's end after the client left")
+            assert_cancelled(handle, before, "the generation's end after the client left")
             assert httpx.post(router.url + "/v1/completions", json={"model": "m", "prompt": "Hi", "max_tokens": 2},
                               timeout=30).status_code == 200
             assert handle.stats()["in_flight"] == 0
@@ -179,34 +202,38 @@ def test_close_during_generation_ends_every_request(tiny_model):
 
 
 def test_an_exception_in_the_code_reading_a_stream(tiny_model):
-    with llamahost.Server(tiny_model, n_ctx=512, parallel=1) as srv:
+    with llamahost.Server(tiny_model, n_ctx=N_CTX, parallel=1, metrics=True) as srv:
         def read_then_fail() -> None:
             for _ in srv.chat([{"role": "user", "content": "Go on"}], stream=True, **LONG):
                 raise LookupError("a bug in the user's code")
 
+        before = decodes(srv)
         with pytest.raises(LookupError):
             read_then_fail()
-        wait_until(lambda: idle(srv), 10, "the generation's end")
+        assert_cancelled(srv, before, "the generation's end")
 
         async def read_async_then_fail() -> None:
             async for _ in srv.acomplete("Go on:", stream=True, **LONG):
                 raise LookupError("a bug in the user's async code")
 
+        before = decodes(srv)
         with pytest.raises(LookupError):
             asyncio.run(read_async_then_fail())
-        wait_until(lambda: idle(srv), 10, "the async generation's end")
+        assert_cancelled(srv, before, "the async generation's end")
         assert srv.complete("Hi", max_tokens=2)["choices"]
 
 
 def test_ctrl_c_while_reading_a_stream(tiny_model):
-    with llamahost.Server(tiny_model, n_ctx=512, parallel=1) as srv:
+    with llamahost.Server(tiny_model, n_ctx=N_CTX, parallel=1, metrics=True) as srv:
         read = 0
+        before = decodes(srv)
         sender = sigint_once(lambda: read >= 3)
         with pytest.raises(KeyboardInterrupt):
             for _ in srv.complete("Go on:", stream=True, **LONG):
                 read += 1
         sender.join()
-        wait_until(lambda: idle(srv), 10, "the generation's end")
+        assert sender.sent
+        assert_cancelled(srv, before, "the generation's end")
         assert srv.complete("Hi", max_tokens=2)["choices"]
 
 

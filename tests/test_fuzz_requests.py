@@ -169,9 +169,16 @@ options = st.fixed_dictionaries({}, optional={k: v for k, v in FIELDS.items() if
 def test_every_python_entry_point(target, name, arg, opts):
     srv, _, _ = target
     try:
-        ENTRY_POINTS[name](srv, arg, opts)
+        answer = ENTRY_POINTS[name](srv, arg, opts)
+    except llamahost.APIError as exc:  # an error status: a client error, as over HTTP
+        assert exc.status < 500 or exc.status == 501, (name, exc.status, exc.error)
+    except json.JSONDecodeError as exc:  # a body that is not JSON is our bug, not the caller's
+        raise AssertionError(f"{name}: an answer that is not JSON: {exc}") from exc
     except (llamahost.LlamahostError, ValueError, TypeError):
-        pass
+        pass  # refused before the server: a wrong argument, named
+    else:
+        if name == "request":
+            assert_answered(answer.status, answer.content_type, answer.body)
 
 
 def test_the_server_still_serves_after_the_fuzzing(target, routed):
