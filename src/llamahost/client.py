@@ -371,3 +371,14 @@ async def _aiter_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
+
+
+def health_status(url: str, timeout: float) -> int:
+    """The status a server's /health answers within ``timeout`` seconds."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("GET", "/health")
+        return connection.getresponse().status
+    finally:
+        connection.close()

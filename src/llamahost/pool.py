@@ -13,7 +13,6 @@ that model alone.
 from __future__ import annotations
 
 import atexit
-import http.client
 import json
 import logging
 import os
@@ -24,10 +23,9 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Iterator, Sequence
-from urllib.parse import urlsplit
 
 from . import _native, config
-from .client import Chunks, Client, Response
+from .client import Chunks, Client, Response, health_status
 from .errors import ModelLoadError, ServerClosedError
 from .estimate import from_engine
 from .server import Server, _arg_value, _model_path, command_line, take_option
@@ -384,7 +382,7 @@ class Pool:
                 problem = "its server stopped"
             else:
                 try:
-                    status = _health_status(backend.url, self.health_timeout)
+                    status = health_status(backend.url, self.health_timeout)
                     if status != 200:
                         problem = f"/health answered {status}"
                 except Exception as exc:  # noqa: BLE001 - any failure to answer is the finding
@@ -530,17 +528,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _health_status(url: str, timeout: float) -> int:
-    """The status a server's /health answers within ``timeout`` seconds."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        connection.request("GET", "/health")
-        return connection.getresponse().status
-    finally:
-        connection.close()
 
 
 def _needs(path: str, args: list[str]) -> int:

@@ -160,24 +160,31 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 @cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None  # not glibc: nothing to tune
+
+
+@cache
 def _keep_large_buffers_out_of_the_heap() -> None:
     """glibc raises its mmap threshold each time a large block is freed, up to 32 MiB; from then
     on a server's buffers come from the heap, where a closed server leaves fragments (3 to 12 MiB
     over 50 small servers, varying). A fixed threshold of 1 MiB keeps them in mappings of their own,
-    which close() unmaps (+0.1 to +0.5 MiB over 150 servers); generation speed is unchanged."""
-    try:
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    except (OSError, AttributeError):
-        pass
+    which close() unmaps (+0.1 to +0.5 MiB over 150 servers); generation speed is unchanged.
+    Once per process, and not where the user tuned malloc's threshold themselves."""
+    tuned = "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "")
+    if _libc() is not None and not tuned:
+        _libc().mallopt(M_MMAP_THRESHOLD, 1 << 20)
 
 
 def _return_freed_heap() -> None:
     """glibc keeps the heap a closed server freed for reuse (in a 270M model's case, 100 MiB
     and more); malloc_trim hands it back to the system. Elsewhere there is nothing to do."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    if _libc() is not None:
+        _libc().malloc_trim(0)
 
 
 def _load(engine: "_native.Engine", cancel: threading.Event | None) -> None:
@@ -204,6 +211,9 @@ def _load(engine: "_native.Engine", cancel: threading.Event | None) -> None:
         raise
     if failed:
         raise failed[0]
+    if cancel is not None and cancel.is_set():  # set as the load finished: the caller must not get a stopped server
+        engine.stop()
+        raise RuntimeError("the load was cancelled")
 
 
 def _engine_chunks(engine: "_native.Engine", stream_id: int) -> Iterator[bytes]:

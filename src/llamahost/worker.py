@@ -8,6 +8,7 @@ parent ends (even by SIGKILL). The parent talks to it over HTTP as ``Worker``.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import threading
 import time
 from collections import deque
 
-from .client import HTTPClient
+from .client import HTTPClient, health_status
 from .errors import ModelLoadError, ServerClosedError
 from .server import take_option
 
@@ -28,8 +29,7 @@ class Worker(HTTPClient):
 
     def __init__(self, args: list[str], port: int, *, model_path: str = "?", api_key: str | None = None,
                  load_timeout: float = 600.0, cancel: threading.Event | None = None):
-        _, args = take_option(args, "--host")  # a worker listens on loopback only, on the port given
-        _, args = take_option(args, "--port")
+        _, args = take_option(args, "--host")  # a worker listens on loopback only (the pool gives the port)
         argv = [sys.executable, "-m", "llamahost.worker", *args, "--host", "127.0.0.1", "--port", str(port)]
         self.model_path = model_path
         self.port = port
@@ -72,10 +72,10 @@ class Worker(HTTPClient):
                 last = self._stderr_tail[-1] if self._stderr_tail else ""
                 raise ModelLoadError(self.model_path, f"the worker process exited with status {code}: {last}")
             try:
-                if self.request("GET", "/health").status == 200:
+                if health_status(self.url, 5.0) == 200:
                     return
-            except ServerClosedError:
-                pass  # not listening yet
+            except (OSError, http.client.HTTPException):
+                pass  # not listening yet, or not answering: a wedged worker meets the deadline below
             if time.monotonic() > deadline:
                 raise ModelLoadError(self.model_path, f"the worker process was not ready in {timeout:.0f} s")
             time.sleep(0.02)
