@@ -48,22 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model = str(demo_model_path())
     flags = ["-m", model, "-c", str(N_CTX), "-np", str(PARALLEL), "-t", str(THREADS), "-tb", str(THREADS)]
-    results: dict[str, tuple[list[float], list[float]]] = {}
-
     def add(name: str, url: str) -> None:
         gen, overhead = measure(url)
-        results.setdefault(name, ([], []))[0].extend(gen)
+        results[name][0].extend(gen)
         results[name][1].extend(overhead)
 
+    def in_process():
+        return llamahost.Server(model, n_ctx=N_CTX, parallel=PARALLEL, threads=THREADS, threads_batch=THREADS)
+
+    ways = [("llama-server -lv 1", lambda: llama_server(flags + ["-lv", "1"])),
+            ("llamahost serve", lambda: llamahost_serve(flags)), ("in-process Server, HTTP", in_process)]
+    results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _ in ways}
     for round_no in range(args.rounds):
-        with llama_server(flags + ["-lv", "1"]) as peer:
-            add("llama-server -lv 1", peer.url)
-        with llamahost_serve(flags) as served:
-            add("llamahost serve", served.url)
-        with llamahost.Server(model, n_ctx=N_CTX, parallel=PARALLEL, threads=THREADS, threads_batch=THREADS) as srv:
-            add("in-process Server, HTTP", srv.url)
+        for name, start in ways[round_no % 3:] + ways[:round_no % 3]:  # each round starts with another
+            with start() as running:
+                add(name, running.url)
         print(f"round {round_no + 1}: generation tok/s (this round) " + ", ".join(
-            f"{name} {statistics.median(gen[-GEN_TRIALS:]):.1f}" for name, (gen, _) in results.items()),
+            f"{name} {statistics.median(gen[-GEN_TRIALS:]):.1f}" for name, (gen, _) in results.items() if gen),
             file=sys.stderr, flush=True)
     print(f"| way | generation tok/s (median of {GEN_TRIALS * args.rounds}) | non-engine ms "
           f"(median of {(SHORT_REQUESTS - 10) * args.rounds}) |")

@@ -23,12 +23,17 @@ def peer_binary(name: str) -> Path:
     return found[-1]
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the process that started it dies (a benchmark worker that failed)."""
+def _parent_death_signal():
+    """Linux: a function for the child, between fork and exec, that asks for SIGTERM when the
+    thread that started it ends (a benchmark worker that failed). Looked up here, before the
+    fork: the child must not import or load anything."""
+    if sys.platform != "linux":
+        return None
     import ctypes
     import signal
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Running:
@@ -37,7 +42,7 @@ class Running:
     def __init__(self, argv: list[str], port: int, timeout: float = 120, ready_path: str = "/health"):
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                     preexec_fn=_parent_death_signal())
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

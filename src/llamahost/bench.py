@@ -435,8 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         shift = round_index % len(args.engines)  # each round starts with another engine: no fixed neighbours in time
         for name in args.engines[shift:] + args.engines[:shift]:
             print(f"round {round_index + 1}/{args.rounds}: measuring {name} ...", file=sys.stderr, flush=True)
-            done = subprocess.run([sys.executable, "-m", "llamahost.bench", "--worker", name, "--model", args.model],
-                                  capture_output=True, text=True, timeout=1800)
+            try:
+                done = subprocess.run([sys.executable, "-m", "llamahost.bench", "--worker", name, "--model", args.model],
+                                      capture_output=True, text=True, timeout=1800)
+            except subprocess.TimeoutExpired:
+                print(f"  {name} did not finish in 30 minutes; left out of this round", file=sys.stderr)
+                continue
             if done.returncode != 0:
                 print(f"  {name} failed: {done.stderr[-1500:]}", file=sys.stderr)
                 continue
