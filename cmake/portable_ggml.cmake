@@ -24,6 +24,10 @@ set(BUILD_SHARED_LIBS OFF)
 foreach(property VERSION SOVERSION PUBLIC_HEADER)
     set_property(TARGET ggml ggml-base PROPERTY ${property})
 endforeach()
+# names of our own: another package's libggml.so already loaded in the process (llama-cpp-python
+# ships one) would otherwise stand in for ours, its ABI for ours
+set_target_properties(ggml PROPERTIES OUTPUT_NAME llamahost-ggml)
+set_target_properties(ggml-base PROPERTIES OUTPUT_NAME llamahost-ggml-base)
 install(TARGETS ggml ggml-base LIBRARY DESTINATION llamahost RUNTIME DESTINATION llamahost)
 foreach(module ${GGML_AVAILABLE_BACKENDS})
     if(NOT TARGET ${module})
@@ -35,8 +39,7 @@ foreach(module ${GGML_AVAILABLE_BACKENDS})
         set_target_properties(${module} PROPERTIES INSTALL_RPATH "${_origin}/..")
     elseif(module STREQUAL "ggml-cuda")
         # CUDA's runtime and cuBLAS from the system, or from NVIDIA's pip wheels beside the package
-        set(cuda_dirs ${_origin} ${_origin}/../nvidia/cuda_runtime/lib ${_origin}/../nvidia/cublas/lib
-            ${_origin}/../nvidia/cu13/lib)
+        set(cuda_dirs ${_origin} ${_origin}/../nvidia/cuda_runtime/lib ${_origin}/../nvidia/cublas/lib)
         set_target_properties(${module} PROPERTIES INSTALL_RPATH "${cuda_dirs}")
     endif()
     install(TARGETS ${module} LIBRARY DESTINATION ${destination} RUNTIME DESTINATION ${destination})

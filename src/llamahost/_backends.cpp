@@ -265,7 +265,7 @@ std::string backends_json() {
     out["active"] = g_state.active;
     out["cpu_variant"] = g_state.cpu_variant;
     out["unavailable"] = unavailable;
-    return out.dump();
+    return out.dump_safe();  // a dlerror() may name a path that is not UTF-8
 }
 
 }  // namespace llamahost

@@ -59,7 +59,7 @@ BACKEND = LLAMAHOST_BACKEND_NAME.decode("ascii")
 cdef extern from "_backends.h" namespace "llamahost" nogil:
     void set_backend_dir(const string & dir)
     void load_backends(const string & forced) except +
-    string backends_json()
+    string backends_json() except +
 
 # portable builds load their backend modules from the package directory
 set_backend_dir(os.path.dirname(__file__).encode("utf-8"))
@@ -72,7 +72,10 @@ def use_backend(str forced):
 
 
 def backends():
-    return backends_json().decode("utf-8")
+    cdef string out
+    with nogil:  # it waits for a backend load another thread may be doing
+        out = backends_json()
+    return out.decode("utf-8")
 
 
 cdef vector[string] _encode_args(args):
