@@ -40,6 +40,9 @@ import gguf_mutations  # noqa: E402
 
 STAGES = ("inspect", "estimate", "server")
 FINDINGS = ("crash", "hang", "alloc", "unclear")
+# llama.cpp's server answers a completion on a context without memory (an encoder-only model, such as
+# the BERT seeds and their mutations) with a server error; docs/HARDENING.md says so
+UPSTREAM_NO_LOGITS = "the current context does not support logits computation"
 ALLOC_MARKERS = ("bad_alloc", "failed to allocate", "cannot allocate memory", "out of memory")
 VOCAB_DIR = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models"
 
@@ -99,13 +102,19 @@ def _stage_calls(path: str):
 
 
 def _classify(call) -> tuple[str, str]:
-    from llamahost.errors import LlamahostError
+    from llamahost.errors import APIError, InvalidModelError, ModelLoadError
 
     try:
         call()
     except MemoryError as exc:
         return "alloc", f"MemoryError: {exc}"
-    except (LlamahostError, FileNotFoundError) as exc:
+    except APIError as exc:  # the model loaded; its request failed: a client error, or a server fault
+        if UPSTREAM_NO_LOGITS in str(exc):  # a chat to an encoder-only model: upstream's own 500
+            return "APIError 500, encoder-only", str(exc)[:300]
+        if exc.status >= 500 and exc.status != 501:
+            return "unclear", f"APIError {exc.status}: {exc}"[:300]
+        return f"APIError {exc.status}", str(exc)[:300]
+    except (InvalidModelError, ModelLoadError) as exc:  # refused: before the engine, or by it
         return type(exc).__name__, str(exc)[:300]
     except Exception as exc:  # noqa: BLE001 - anything else is what the fuzzer looks for
         return "unclear", f"{type(exc).__name__}: {exc}"[:300]
