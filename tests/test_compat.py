@@ -131,3 +131,10 @@ def test_known_difference_requests_the_server_should_refuse_are_400(pair, path, 
     upstream, ours = pair
     up, us = (httpx.post(s.url + path, json=body, timeout=120) for s in (upstream, ours))
     assert up.status_code in (200, 500) and us.status_code == 400, (up.text[:200], us.text[:200])  # docs/COMPATIBILITY.md
+
+
+def test_a_peer_logging_every_request_keeps_answering(tiny_model):
+    """llama-server at its default verbosity logs each request: its log must not fill a pipe and block it."""
+    with llama_server(["-m", str(tiny_model), "-c", "512", "-t", "2"]) as upstream, httpx.Client(timeout=10) as client:
+        for _ in range(400):  # a pipe left unread blocked it after some 150
+            assert client.post(upstream.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 1}).status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,12 +42,15 @@ class Running:
 
     def __init__(self, argv: list[str], port: int, timeout: float = 120, ready_path: str = "/health"):
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # a file, not a pipe: a server logging each request would block once an unread pipe filled
+        # (llama-server at its default verbosity, after some 150 requests)
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log,
                                      preexec_fn=_parent_death_signal())
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{argv[0]} exited with {self.proc.returncode}: {self.proc.stderr.read()[-2000:]}")
+                raise RuntimeError(f"{argv[0]} exited with {self.proc.returncode}: {self._closed_log_tail()}")
             try:
                 if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
                     return
@@ -54,7 +58,14 @@ class Running:
                 pass
             time.sleep(0.1)
         self.proc.kill()
-        raise TimeoutError(f"{argv[0]} did not become healthy in {timeout} s")
+        self.proc.wait()
+        raise TimeoutError(f"{argv[0]} did not become healthy in {timeout} s: {self._closed_log_tail()}")
+
+    def _closed_log_tail(self, size: int = 2000) -> str:
+        self.log.seek(max(0, self.log.seek(0, 2) - size))
+        tail = self.log.read().decode("utf-8", "replace")
+        self.log.close()
+        return tail
 
     def __enter__(self) -> "Running":
         return self
@@ -66,6 +77,7 @@ class Running:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 def llama_server(flags: list[str]) -> Running:
