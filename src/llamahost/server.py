@@ -6,14 +6,13 @@ called directly from Python (no socket, no JSON over HTTP) by the methods of ``C
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import threading
-from functools import cache, partial
+from functools import partial
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from . import _native, config, gguf, security
+from . import _native, config, gguf, heap, security
 from .client import Chunks, Client, Response
 from .estimate import fitted_context
 from .errors import ModelLoadError, ServerClosedError
@@ -59,9 +58,9 @@ class Server(Client):
         self._closed = False
         self._engine = engine if engine is not None else _native.Engine(args)
         security.warn_if_server_exposed(args)
-        _keep_large_buffers_out_of_the_heap()
         try:
-            _load(self._engine, cancel)
+            with heap.loading():
+                _load(self._engine, cancel)
         except RuntimeError as exc:
             self._closed = True
             if cancel is not None and cancel.is_set():
@@ -93,7 +92,7 @@ class Server(Client):
                 return
             self._closed = True
         self._engine.stop()
-        _return_freed_heap()
+        heap.return_freed()
 
     def __enter__(self) -> "Server":
         return self
@@ -154,37 +153,6 @@ def command_line(model: str, params: dict[str, Any]) -> list[str]:
     if fitted is not None:
         params = dict(params, n_ctx=fitted)
     return config.server_args(path, params)
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-
-
-@cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None)
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None  # not glibc: nothing to tune
-
-
-@cache
-def _keep_large_buffers_out_of_the_heap() -> None:
-    """glibc raises its mmap threshold each time a large block is freed, up to 32 MiB; from then
-    on a server's buffers come from the heap, where a closed server leaves fragments (3 to 12 MiB
-    over 50 small servers, varying). A fixed threshold of 1 MiB keeps them in mappings of their own,
-    which close() unmaps (+0.1 to +0.5 MiB over 150 servers); generation speed is unchanged.
-    Once per process, and not where the user tuned malloc's threshold themselves."""
-    tuned = "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "")
-    if _libc() is not None and not tuned:
-        _libc().mallopt(M_MMAP_THRESHOLD, 1 << 20)
-
-
-def _return_freed_heap() -> None:
-    """glibc keeps the heap a closed server freed for reuse (in a 270M model's case, 100 MiB
-    and more); malloc_trim hands it back to the system. Elsewhere there is nothing to do."""
-    if _libc() is not None:
-        _libc().malloc_trim(0)
 
 
 def _load(engine: "_native.Engine", cancel: threading.Event | None) -> None:
