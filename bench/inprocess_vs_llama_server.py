@@ -5,7 +5,8 @@
 Start-up: Server() until it answers, against spawning llama-server (built from the
 same vendor tree) until /health is 200. Per-request overhead: wall time of a 1-token
 completion minus the engine's own prompt and predict times (from `timings`), for a
-direct Python call, for HTTP to our server and for HTTP to llama-server.
+direct Python call, and over HTTP for our server and llama-server taking turns request by
+request.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-import httpx
 
 import llamahost
 from llamahost._peers import llama_server
+from llamahost.bench import SHORT_REQUEST, interleaved_overheads
 from llamahost.demo import demo_model_path
 
 FLAGS = ["-c", "2048", "-np", "1", "-t", "2", "-lv", "1"]
-BODY = {"prompt": "Hi", "max_tokens": 1, "temperature": 0, "cache_prompt": True}
 TRIALS = 5
 REQUESTS = 200
 
@@ -48,10 +48,10 @@ def main() -> int:
             starts_theirs.append(time.perf_counter() - t)
 
     with llamahost.Server.from_args(["-m", model, *FLAGS, "--port", "0"]) as srv, \
-            llama_server(["-m", model, *FLAGS]) as peer, httpx.Client() as client:
-        direct = overhead_ms(lambda: srv.request("POST", "/v1/completions", BODY).json())
-        ours_http = overhead_ms(lambda: client.post(srv.url + "/v1/completions", json=BODY).json())
-        theirs_http = overhead_ms(lambda: client.post(peer.url + "/v1/completions", json=BODY).json())
+            llama_server(["-m", model, *FLAGS]) as peer:
+        direct = overhead_ms(lambda: srv.request("POST", "/v1/completions", SHORT_REQUEST).json())
+        http = interleaved_overheads({"ours": srv.url, "theirs": peer.url}, REQUESTS)
+        ours_http, theirs_http = statistics.median(http["ours"]), statistics.median(http["theirs"])
 
     s_ours, s_theirs = statistics.median(starts_ours), statistics.median(starts_theirs)
     print(f"model: {model}")

@@ -6,16 +6,21 @@
 Each engine runs in a fresh subprocess (so peak RSS is its own): load time, time to
 first token, prompt and generation tokens/s, non-engine time per short request (wall
 time minus the engine's own prompt and predict times), aggregate generation tokens/s
-with 1, 4 and 8 concurrent clients, peak RSS. Medians of repeated trials. Writes JSON,
-a Markdown table with every figure also as a ratio to llama-server, and a PNG chart.
+with 1, 4 and 8 concurrent clients, peak RSS. Medians of repeated trials. The HTTP
+engines' non-engine time is measured with all of them up at once, taking turns request
+by request (a few tenths of a millisecond are the question, and a shared machine drifts
+more than that between one engine's turn and the next). Writes JSON, a Markdown table
+with every figure also as a ratio to llama-server, and a PNG chart.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -24,6 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ._peers import ROOT, Running, free_port, peer_binary
 
@@ -37,10 +43,13 @@ PROMPT_DEPTH = 200  # about PROMPT's length in tokens: llama-bench generates at 
 TRIALS = 3
 GEN_TRIALS = 5
 OVERHEAD_REQUESTS = 60
+INTERLEAVED_REQUESTS = 300  # per HTTP engine and round
+SHORT_REQUEST = {"prompt": "Hi", "max_tokens": 1, "temperature": 0, "cache_prompt": False}
 CLIENTS = (1, 4, 8)
 REQUESTS_PER_CLIENT = 2
 N_GEN_CONCURRENT = 48
 
+INTERLEAVED = "HTTP engines interleaved"  # the worker that measures the HTTP engines' non-engine time together
 ENGINES = ["llamahost (Python)", "llamahost (HTTP)", "llama-server", "llama-bench", "xllamacpp (Python)",
            "llama-cpp-python (Llama)", "llama-cpp-python (server)"]
 TARGETS = [  # (label, metric, engine, comparison, reference engine or number, factor)
@@ -271,7 +280,7 @@ def measure(name: str, model: str) -> dict:
     record(result, "gen_tps", gen_tps)
 
     overheads = []
-    for _ in range(OVERHEAD_REQUESTS):
+    for _ in range(0 if isinstance(engine, HTTPEngine) else OVERHEAD_REQUESTS):  # HTTP ones: measure_interleaved
         start = time.perf_counter()
         _, timings = engine.complete("Hi", 1)
         wall = (time.perf_counter() - start) * 1000
@@ -357,6 +366,62 @@ def measure_llama_bench(model: str) -> dict:
     return result
 
 
+def interleaved_overheads(urls: dict[str, str], requests: int, warmup: int = 10) -> dict[str, list[float]]:
+    """Non-engine milliseconds of short completions to servers that are all up at once, taking turns
+    in a new random order each time, so that a shared machine's slow spells fall on all of them
+    alike. Over http.client, the thinnest client there is: what differs is the servers. A server
+    whose answers carry no engine timings gets no figure."""
+    body = json.dumps(SHORT_REQUEST)
+    connections = {name: http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=600)
+                   for name, url in urls.items()}
+
+    def send(name: str) -> tuple[float, dict]:
+        connection = connections[name]
+        start = time.perf_counter()
+        connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        wall_ms = (time.perf_counter() - start) * 1000
+        if response.status != 200:
+            raise RuntimeError(f"{name} answered {response.status}: {data[:300]!r}")
+        return wall_ms, json.loads(data)
+
+    samples: dict[str, list[float]] = {name: [] for name in urls}
+    try:
+        for name in list(urls):
+            if send(name)[1].get("timings") is None:
+                del samples[name]
+        for turn in range(warmup + requests):
+            order = list(samples)
+            random.shuffle(order)
+            for name in order:
+                wall_ms, out = send(name)
+                if turn >= warmup:
+                    samples[name].append(wall_ms - out["timings"]["prompt_ms"] - out["timings"]["predicted_ms"])
+    finally:
+        for connection in connections.values():
+            connection.close()
+    return samples
+
+
+def measure_interleaved(names: list[str], model: str) -> dict[str, list[float]]:
+    """The HTTP engines among ``names``, all started in (or from) this process."""
+    engines = {}
+    try:
+        for name in names:
+            engine = ADAPTERS[name]()
+            engine.start(model)
+            engines[name] = engine
+        return interleaved_overheads({name: engine.url for name, engine in engines.items()}, INTERLEAVED_REQUESTS)
+    finally:
+        for engine in engines.values():
+            engine.stop()
+
+
+def http_engines(names: list[str]) -> list[str]:
+    return [name for name in names if issubclass(ADAPTERS.get(name, object), HTTPEngine)]
+
+
 METRICS = [("load_s", "load (s)"), ("ttft_ms", "first token (ms)"), ("prompt_tps", "prompt tok/s"),
            ("gen_tps", "generation tok/s"), ("overhead_ms", "non-engine ms/request"), ("tps_1", "1 client tok/s"),
            ("tps_4", "4 clients tok/s"), ("tps_8", "8 clients tok/s"), ("peak_rss_mb", "peak RSS (MiB)")]
@@ -426,26 +491,32 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import demo_model_path
 
         args.model = str(demo_model_path())
+    if args.worker == INTERLEAVED:
+        print(json.dumps(measure_interleaved(http_engines(args.engines), args.model)))
+        return 0
     if args.worker:
         print(json.dumps(measure(args.worker, args.model)))
         return 0
 
     rounds: dict[str, list[dict]] = {name: [] for name in args.engines}  # the table keeps the engines' order
+    interleaved: dict[str, list[dict]] = {name: [] for name in http_engines(args.engines)}
     for round_index in range(args.rounds):
         shift = round_index % len(args.engines)  # each round starts with another engine: no fixed neighbours in time
         for name in args.engines[shift:] + args.engines[:shift]:
-            print(f"round {round_index + 1}/{args.rounds}: measuring {name} ...", file=sys.stderr, flush=True)
-            try:
-                done = subprocess.run([sys.executable, "-m", "llamahost.bench", "--worker", name, "--model", args.model],
-                                      capture_output=True, text=True, timeout=1800)
-            except subprocess.TimeoutExpired:
-                print(f"  {name} did not finish in 30 minutes; left out of this round", file=sys.stderr)
-                continue
-            if done.returncode != 0:
-                print(f"  {name} failed: {done.stderr[-1500:]}", file=sys.stderr)
-                continue
-            rounds[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            measured = run_worker(name, args.model, args.engines, round_index, args.rounds)
+            if measured is not None:
+                rounds[name].append(measured)
+        if interleaved:
+            measured = run_worker(INTERLEAVED, args.model, args.engines, round_index, args.rounds)
+            for name, samples in (measured or {}).items():
+                interleaved[name].append({})
+                record(interleaved[name][-1], "overhead_ms", samples)
     results = {name: merge_rounds(measured) for name, measured in rounds.items() if measured}
+    for name, measured in interleaved.items():
+        if measured and name in results:
+            merged = merge_rounds(measured)
+            results[name]["overhead_ms"] = merged["overhead_ms"]
+            results[name]["overhead_ms_spread"] = merged.get("overhead_ms_spread", 0.0)
     machine = (f"{cpu_name()}, {os.cpu_count()} cores, {THREADS} threads, "
                f"Python {platform.python_version()}, model {Path(args.model).name}, {args.rounds} round(s), "
                f"{TRIALS} trials ({GEN_TRIALS} for speeds) per round")
@@ -463,6 +534,21 @@ def main(argv: list[str] | None = None) -> int:
     page.write_text(report(table, has_chart, args.engines, kept_notes(page)))
     print(table)
     return 0
+
+
+def run_worker(name: str, model: str, engines: list[str], round_index: int, rounds: int):
+    """One measurement in a fresh process: its JSON, or None (said why) if it failed."""
+    print(f"round {round_index + 1}/{rounds}: measuring {name} ...", file=sys.stderr, flush=True)
+    try:
+        done = subprocess.run([sys.executable, "-m", "llamahost.bench", "--worker", name, "--model", model,
+                               "--engines", *engines], capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        print(f"  {name} did not finish in 30 minutes; left out of this round", file=sys.stderr)
+        return None
+    if done.returncode != 0:
+        print(f"  {name} failed: {done.stderr[-1500:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 NOTES_MARK = "<!-- notes: kept when the benchmark rewrites this page -->"
@@ -490,7 +576,9 @@ def report(table: str, has_chart: bool, engines: list[str], notes: str) -> str:
              "and machine, one engine at a time in a fresh process; each figure is a median of repeated "
              "trials. llama-server and llama-bench are built from this repository's own `vendor/llama.cpp`. "
              "Non-engine time is a request's wall time minus the engine's own prompt and predict times "
-             "(a short request, so it is what the binding and transport cost). Engines measured: "
+             "(a short request, so it is what the binding and transport cost); the HTTP engines' is measured "
+             "with all of them up at once, taking turns request by request, over Python's http.client. "
+             "Engines measured: "
              + ", ".join(engines) + ".", "", table]
     if has_chart:
         lines += ["", "![generation and concurrent throughput](benchmarks.png)"]
