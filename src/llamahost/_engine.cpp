@@ -1,5 +1,6 @@
 #include "_engine.h"
 #include "_backends.h"
+#include "exiting_options.h"
 
 #include "server-context.h"
 #include "server-http.h"
@@ -16,16 +17,19 @@
 #include "llama.h"
 #include "log.h"
 
+#include <algorithm>
 #include <chrono>
 #include <clocale>
 #include <cstdlib>
 #include <cstdio>
 #include <functional>
+#include <iterator>
+#include <set>
 #include <stdexcept>
 
-#ifndef _WIN32
-#include <unistd.h>
-#endif
+// upstream's parser without its exits (patches/0007-parse-without-exit.patch)
+bool common_params_parse_in_process(int argc, char ** argv, common_params & params, llama_example ex, std::string & error);
+void common_params_print_usage_of(llama_example ex);
 
 // upstream's entry point and our hook into it (patches/0001-server-ready-hook.patch)
 int llama_server(common_params & params, int argc, char ** argv);
@@ -47,7 +51,67 @@ void init_process() {
     });
 }
 
-// The parser reports a bad argument on stderr and returns false; keep that text for the exception.
+// How many values each llama-server option takes, and whether its handling ends the process
+// (exiting_options.h, generated from upstream's option table at build time).
+struct option_shape {
+    int n_values;
+    bool exits;
+};
+
+const std::map<std::string, option_shape> & server_options() {
+    static const std::map<std::string, option_shape> shapes = [] {
+        const std::set<std::string> exiting(std::begin(LLAMAHOST_EXITING_OPTIONS), std::end(LLAMAHOST_EXITING_OPTIONS));
+        common_params params;
+        const common_params_context ctx = common_params_parser_init(params, LLAMA_EXAMPLE_SERVER);
+        std::map<std::string, option_shape> out;
+        for (const common_arg & opt : ctx.options) {
+            bool exits = false;
+            for (const char * a : opt.args) {
+                exits = exits || exiting.count(a) > 0;
+            }
+            const int n_values = opt.handler_void || opt.handler_bool ? 0 : opt.handler_str_str ? 2 : 1;
+            for (const char * a : opt.args) {
+                out[a] = {n_values, exits};
+            }
+            for (const char * a : opt.args_neg) {
+                out[a] = {0, exits};
+            }
+        }
+        return out;
+    }();
+    return shapes;
+}
+
+// The first argument that would end the process, walked as upstream's parser walks them; "" if none.
+std::string exiting_argument(const std::vector<std::string> & args) {
+    const auto & options = server_options();
+    for (size_t i = 0; i < args.size(); i++) {
+        std::string arg = args[i];
+        if (arg.rfind("--", 0) == 0) {
+            std::replace(arg.begin(), arg.end(), '_', '-');
+        }
+        const auto it = options.find(arg);
+        if (it == options.end()) {
+            return "";  // the parser refuses it, and stops there
+        }
+        if (it->second.exits) {
+            return args[i];
+        }
+        i += it->second.n_values;
+    }
+    return "";
+}
+
+std::vector<char *> argv_of(std::vector<std::string> & storage) {
+    std::vector<char *> argv;
+    for (auto & a : storage) {
+        argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    return argv;
+}
+
+// The parser's global state (the log threshold it sets) is not shared safely between threads.
 std::mutex g_parse_mu;
 
 struct parse_result {
@@ -55,45 +119,24 @@ struct parse_result {
     std::string message;
 };
 
+// Upstream's parser, minus the ways it ends the process (patches/0007): options that print and
+// exit are refused first, and any error comes back as text; nothing touches the process's stderr.
 parse_result parse_into(const std::vector<std::string> & args, common_params & params) {
     init_process();
-    std::vector<std::string> storage;
-    storage.reserve(args.size() + 1);
-    storage.push_back("llama-server");
-    storage.insert(storage.end(), args.begin(), args.end());
-    std::vector<char *> argv;
-    for (auto & a : storage) {
-        argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-
-    std::lock_guard<std::mutex> lock(g_parse_mu);
     parse_result out;
-#ifndef _WIN32
-    std::fflush(stderr);
-    FILE * capture = std::tmpfile();
-    const int saved = capture ? dup(STDERR_FILENO) : -1;
-    if (saved >= 0) {
-        dup2(fileno(capture), STDERR_FILENO);
+    const std::string exiting = exiting_argument(args);
+    if (!exiting.empty()) {
+        out.message = exiting + " prints and exits: it cannot start a server in this process";
+        return out;
     }
-#endif
-    out.ok = common_params_parse((int) storage.size(), argv.data(), params, LLAMA_EXAMPLE_SERVER);
-#ifndef _WIN32
-    if (saved >= 0) {
-        std::fflush(stderr);
-        dup2(saved, STDERR_FILENO);
-        close(saved);
-        std::rewind(capture);
-        char buf[4096];
-        size_t n;
-        while ((n = std::fread(buf, 1, sizeof(buf), capture)) > 0) {
-            out.message.append(buf, n);
-        }
+    std::vector<std::string> storage{"llama-server"};
+    storage.insert(storage.end(), args.begin(), args.end());
+    std::vector<char *> argv = argv_of(storage);
+    {
+        std::lock_guard<std::mutex> lock(g_parse_mu);
+        out.ok = common_params_parse_in_process((int) storage.size(), argv.data(), params, LLAMA_EXAMPLE_SERVER,
+                                                out.message);
     }
-    if (capture) {
-        std::fclose(capture);
-    }
-#endif
     while (!out.message.empty() && (out.message.back() == '\n' || out.message.back() == ' ')) {
         out.message.pop_back();
     }
@@ -763,9 +806,25 @@ std::string options_json() {
         o["help"] = opt.help;
         o["kind"] = opt.handler_void ? "flag" : opt.handler_bool ? "bool" : opt.handler_int ? "int"
                   : opt.handler_str_str ? "pair" : "string";
+        o["exits"] = server_options().at(opt.args.front()).exits;
         out.push_back(o);
     }
     return out.dump();
+}
+
+void print_usage() {
+    init_process();
+    common_params_print_usage_of(LLAMA_EXAMPLE_SERVER);
+    std::fflush(stdout);
+}
+
+void parse_and_exit(const std::vector<std::string> & args) {
+    init_process();
+    std::vector<std::string> storage{"llama-server"};
+    storage.insert(storage.end(), args.begin(), args.end());
+    std::vector<char *> argv = argv_of(storage);
+    common_params params;
+    std::exit(common_params_parse((int) storage.size(), argv.data(), params, LLAMA_EXAMPLE_SERVER) ? 0 : 1);
 }
 
 }  // namespace llamahost

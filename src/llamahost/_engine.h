@@ -136,7 +136,15 @@ std::string memory_estimate_json(const std::vector<std::string> & args);
 // reading the model.
 std::string load_params_json(const std::vector<std::string> & args);
 
-// llama-server's options as upstream's parser defines them: args, env, help, kind.
+// llama-server's options as upstream's parser defines them: args, env, help, kind, and whether
+// handling it ends the process (exits: --help, --version, --list-devices, ...; see exiting_options.h).
 std::string options_json();
+
+// llama-server's usage text (what -h prints), on stdout.
+void print_usage();
+
+// For the command line only: upstream's own parse of these arguments, which prints what an exiting
+// option prints (--version, --list-devices, ...) and ends the process, as llama-server does.
+[[noreturn]] void parse_and_exit(const std::vector<std::string> & args);
 
 }  // namespace llamahost

@@ -46,6 +46,8 @@ cdef extern from "_engine.h" namespace "llamahost" nogil:
     string options_json() except +
     string memory_estimate_json(const vector[string] & args) except +
     string load_params_json(const vector[string] & args) except +
+    void print_usage() except +
+    void parse_and_exit(const vector[string] & args) except +
 
 cdef extern from *:
     """
@@ -227,6 +229,20 @@ def options():
     with nogil:
         out = options_json()
     return out.decode("utf-8")
+
+
+def usage():
+    """Print llama-server's usage text on stdout."""
+    with nogil:
+        print_usage()
+
+
+def exit_as_llama_server(args):
+    """The command line's own: llama-server's handling of an option that prints and exits
+    (--version, --list-devices, ...). Ends this process."""
+    cdef vector[string] cargs = _encode_args(args)
+    with nogil:
+        parse_and_exit(cargs)
 
 
 

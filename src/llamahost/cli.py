@@ -221,17 +221,20 @@ def _names_model(flags: list[str]) -> bool:
 
 def cmd_serve(argv: list[str]) -> int:
     from . import _native
+    from .config import exiting_options
     from .errors import LlamahostError
     from .server import Server
 
-    if any(a in ("-h", "--help") for a in argv):
-        print(SERVE_HELP)
-        sys.stdout.flush()
-        _native.Engine(["--help"])  # upstream prints llama-server's full option list and exits
+    if any(a in ("-h", "--help", "--usage") for a in argv):
+        print(SERVE_HELP, flush=True)
+        _native.usage()  # llama-server's full option list
         return 0
     models = list(takewhile(lambda arg: not arg.startswith("-"), argv))
     if len(models) > 1 or take_option(argv, "--models-dir")[0] is not None:
         return cmd_serve_models(models, argv[len(models):])
+    if exiting_options() & set(argv):  # --version, --list-devices, ...: as llama-server answers them
+        sys.stdout.flush()
+        _native.exit_as_llama_server(argv[len(models):])
     flags = list(argv)
     if flags and not flags[0].startswith("-"):
         from .models import resolve

@@ -129,15 +129,17 @@ PARAMS_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 # a library should pick a free loopback port and not flood the host application's stderr.
 PYTHON_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "verbosity": 2}
 
-# Arguments that make the parser print and exit the process; never valid for a Server.
-EXITING_FLAGS = frozenset({"-h", "--help", "--usage", "--version", "--completion-bash",
-                           "--list-devices", "--cache-list"})
-
-
 @lru_cache(maxsize=1)
 def llama_server_options() -> tuple[dict, ...]:
     """llama-server's options exactly as upstream's parser defines them."""
     return tuple(json.loads(_native.options()))
+
+
+@lru_cache(maxsize=1)
+def exiting_options() -> frozenset[str]:
+    """The names of the options that llama-server answers by printing and exiting (--help,
+    --version, --list-devices, ...): the engine refuses them, read from upstream's own table."""
+    return frozenset(name for opt in llama_server_options() if opt["exits"] for name in opt["args"])
 
 
 def _option_for(name: str) -> tuple[dict, bool] | None:
@@ -225,9 +227,3 @@ def server_args(model: str, params: Mapping[str, Any], environ: Mapping[str, str
         args += _spell(name, value)
     return args
 
-
-def reject_exiting_flags(args: list[str]) -> None:
-    """Raise ValueError for arguments that would make upstream's parser exit the process."""
-    exiting = EXITING_FLAGS.intersection(args)
-    if exiting:
-        raise ValueError(f"{sorted(exiting)[0]} prints and exits; it cannot start a server")

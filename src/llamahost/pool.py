@@ -121,7 +121,6 @@ class Pool:
             entry = self._models.get(key)
         if entry is None:
             cmd = command_line(ref, params) + extra
-            config.reject_exiting_flags(cmd)
             _native.Engine(cmd)  # upstream's parser checks the flags now (ValueError), not at the first request
         with self._cond:
             self._check_open()

@@ -41,7 +41,6 @@ class Server(Client):
         """A server from llama-server's own command-line arguments, verbatim. Setting ``cancel``
         while the model loads stops the load (ServerClosedError)."""
         args = [str(a) for a in args]
-        config.reject_exiting_flags(args)
         self = cls.__new__(cls)
         engine = _native.Engine(args)  # upstream's parser; ValueError with its message
         path = _model_path(args)
