@@ -49,9 +49,11 @@ VOCAB_DIR = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "m
 
 # -- seeds -------------------------------------------------------------------------------------
 
-def write_seeds(folder: Path) -> list[Path]:
-    """Real GGUFs (llama.cpp's vocabulary files) and tiny synthetic models that load."""
+def write_seeds(folder: Path) -> list[list[Path]]:
+    """Real GGUFs (llama.cpp's vocabulary files) and tiny synthetic models that load, one a
+    split GGUF (each seed: its files, the first part first)."""
     import synthetic
+    from llamahost.modelinfo import split_parts
 
     folder.mkdir(parents=True, exist_ok=True)
     template = (synthetic.TEMPLATE_DIR / "Qwen-Qwen3-0.6B.jinja").read_text()
@@ -61,30 +63,41 @@ def write_seeds(folder: Path) -> list[Path]:
         synthetic.write_model(folder / "llama-f32.gguf", "llama", vocab="phi-3", n_layer=1, **small),
         synthetic.write_model(folder / "qwen3moe-q8_0.gguf", "qwen3moe", vocab="gpt-2", weight_type="Q8_0", **small),
         synthetic.write_model(folder / "bert-q8_0.gguf", "bert", weight_type="Q8_0", **small),
+        synthetic.write_model(folder / "split-q8_0.gguf", "llama", weight_type="Q8_0", split_max_tensors=10, **small),
     ]
     for vocab in ("llama-spm", "bert-bge"):
         shutil.copy(VOCAB_DIR / f"ggml-vocab-{vocab}.gguf", folder / f"vocab-{vocab}.gguf")
         seeds.append(folder / f"vocab-{vocab}.gguf")
-    return seeds
+    return [split_parts(path) for path in seeds]
 
 
 @dataclass
 class Seed:
-    path: Path
-    data: bytes
-    layout: gguf_mutations.Layout
+    parts: list[Path]  # one file, or a split GGUF's parts
+    data: list[bytes]
+    layouts: list[gguf_mutations.Layout]
+
+    @property
+    def name(self) -> str:
+        return self.parts[0].name
 
 
-def load_seeds(paths: list[Path]) -> list[Seed]:
-    return [Seed(p, p.read_bytes(), gguf_mutations.layout(p)) for p in paths]
+def load_seeds(seeds: list[list[Path]]) -> list[Seed]:
+    return [Seed(parts, [p.read_bytes() for p in parts], [gguf_mutations.layout(p) for p in parts]) for parts in seeds]
 
 
-def make_case(seeds: list[Seed], seed: int, case: int) -> tuple[Seed, bytes, list[str]]:
+def make_case(seeds: list[Seed], seed: int, case: int) -> tuple[Seed, dict[str, bytes], list[str]]:
+    """The files of case ``case``: a seed with one of its files mutated (name -> bytes)."""
     rng = random.Random(seed * 1_000_003 + case)
     # the synthetic models load, so the engine sees their mutations: picked twice as often
-    chosen = rng.choices(seeds, [1 if s.path.name.startswith("vocab-") else 2 for s in seeds])[0]
-    data, notes = gguf_mutations.mutate(rng, chosen.data, chosen.layout)
-    return chosen, data, notes
+    chosen = rng.choices(seeds, [1 if s.name.startswith("vocab-") else 2 for s in seeds])[0]
+    part = rng.randrange(len(chosen.parts)) if len(chosen.parts) > 1 else 0
+    data, notes = gguf_mutations.mutate(rng, chosen.data[part], chosen.layouts[part])
+    files = {p.name: d for p, d in zip(chosen.parts, chosen.data)}
+    files[chosen.parts[part].name] = data
+    if len(chosen.parts) > 1:
+        notes = [f"in {chosen.parts[part].name}"] + notes
+    return chosen, files, notes
 
 
 # -- the worker: runs the stages on each path its parent sends ---------------------------------
@@ -166,7 +179,8 @@ class Worker:
     def __init__(self, folder: Path, memory_limit: int):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.path = folder / "model.gguf"  # alone in its folder: a folder reference would resolve to it
+        self.models = folder / "model"  # a case's files, alone in their folder: a folder reference resolves to them
+        self.path = self.models / "model.gguf"
         self.log = open(folder / "engine.log", "w+b")
         # an abort prints its assertion, not a backtrace through gdb (which can take minutes)
         env = dict(os.environ, MALLOC_ARENA_MAX="2", PYTHONFAULTHANDLER="1", GGML_NO_BACKTRACE="1")
@@ -195,6 +209,13 @@ class Worker:
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
+
+    def write_case(self, files: dict[str, bytes]) -> None:
+        shutil.rmtree(self.models, ignore_errors=True)
+        self.models.mkdir()
+        for name, data in files.items():
+            (self.models / name).write_bytes(data)
+        self.path = self.models / next(iter(files))  # the first part
 
     def send(self, case: int) -> None:
         self.proc.stdin.write(json.dumps({"case": case, "path": str(self.path)}).encode() + b"\n")
@@ -258,16 +279,18 @@ def run(cases: int, *, seed: int = 0, workers: int = 2, timeout: float = 60.0, m
                     return None
                 return next(todo, None)
 
-        def record(case: int, stage: str, outcome: str, message: str, notes: list[str], seed_path: Path,
-                   data: bytes, log: str) -> None:
+        def record(case: int, stage: str, outcome: str, message: str, notes: list[str], seed_model: Seed,
+                   files: dict[str, bytes], log: str) -> None:
             with lock:
                 report.counts[stage][outcome] += 1
                 if outcome in FINDINGS:
                     finding = {"case": case, "stage": stage, "outcome": outcome, "message": message,
-                               "seed_model": seed_path.name, "notes": notes, "log": log}
+                               "seed_model": seed_model.name, "notes": notes, "log": log}
                     if save is not None:
-                        save.mkdir(parents=True, exist_ok=True)
-                        (save / f"case-{seed}-{case}.gguf").write_bytes(data)
+                        folder = save / f"case-{seed}-{case}"
+                        folder.mkdir(parents=True, exist_ok=True)
+                        for name, data in files.items():
+                            (folder / name).write_bytes(data)
                         (save / f"case-{seed}-{case}.json").write_text(json.dumps(finding, indent=2))
                     report.findings.append(finding)
 
@@ -281,8 +304,8 @@ def run(cases: int, *, seed: int = 0, workers: int = 2, timeout: float = 60.0, m
                         worker = Worker(workdir / f"w{k}", memory_limit)
                         with lock:
                             report.workers_started += 1
-                    seed_model, data, notes = make_case(seeds, seed, case)
-                    worker.path.write_bytes(data)
+                    seed_model, files, notes = make_case(seeds, seed, case)
+                    worker.write_case(files)
                     worker.send(case)
                     case_deadline = time.monotonic() + timeout
                     done = set()
@@ -299,12 +322,12 @@ def run(cases: int, *, seed: int = 0, workers: int = 2, timeout: float = 60.0, m
                                        f"the worker died ({_signal_name(worker.proc.returncode)}): {_cause(log)}")
                             worker.stop()
                             worker = None
-                            record(case, stage, outcome, message, notes, seed_model.path, data, log)
+                            record(case, stage, outcome, message, notes, seed_model, files, log)
                             break
                         if "done" in line:
                             break
                         done.add(line["stage"])
-                        record(case, line["stage"], line["outcome"], line["message"], notes, seed_model.path, data,
+                        record(case, line["stage"], line["outcome"], line["message"], notes, seed_model, files,
                                line["log"])
                     with lock:
                         report.cases += 1

@@ -144,3 +144,40 @@ def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int
     writer.write_tensors_to_file()
     writer.close()
     return path if len(writer.tensors) == 1 else path.with_name(f"{path.stem}-00001-of-{len(writer.tensors):05d}.gguf")
+
+
+def write_projector(path: Path, n_embd: int = 256, n_tensors: int = 4, seed: int = 0) -> Path:
+    """A GGUF shaped like a multimodal projector (``clip`` architecture, F16 weights): for what
+    reads its header and tensor table (estimates); no engine can run it."""
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_name("synthetic-projector")
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    for i in range(n_tensors):
+        writer.add_tensor(f"v.blk.{i}.attn_q.weight", (rng.standard_normal((n_embd, n_embd)) * 0.02).astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_lora(path: Path, n_layer: int = 2, n_embd: int = 128, n_head: int = 4, n_head_kv: int = 2,
+               rank: int = 8, seed: int = 0) -> Path:
+    """A LoRA adapter for the llama models of ``write_llama`` with the same shape (on the
+    attention's q and v weights), as llama.cpp loads it with ``--lora``."""
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(rank))
+    head_dim = n_embd // n_head
+    for i in range(n_layer):
+        for name, n_out in (("attn_q", n_head * head_dim), ("attn_v", n_head_kv * head_dim)):
+            writer.add_tensor(f"blk.{i}.{name}.weight.lora_a", (rng.standard_normal((rank, n_embd)) * 0.02).astype(np.float32))
+            writer.add_tensor(f"blk.{i}.{name}.weight.lora_b", np.zeros((n_out, rank), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -107,6 +107,62 @@ def test_estimate_gpu_layers_has_xllamacpps_signature_and_fields(demo_model):
     assert two.vram_size == sum(two.gpu_sizes) and two.total_size >= two.vram_size and two.graph > 0
 
 
+# xllamacpp's own estimate_gpu_layers, in a process of its own (its engine is another llama.cpp)
+_XLLAMACPP = r"""
+import json, sys
+import xllamacpp
+out = []
+for call in json.loads(sys.argv[1]):
+    try:
+        r = xllamacpp.estimate_gpu_layers(**call)
+        out.append({f: getattr(r, f) for f in ("layers", "graph", "vram_size", "total_size", "tensor_split", "gpu_sizes")})
+    except Exception as exc:
+        out.append({"error": f"{type(exc).__name__}: {exc}"})
+print(json.dumps(out))
+"""
+
+
+def test_xllamacpps_calls_work_unchanged(demo_model, tmp_path):
+    """The same calls through xllamacpp and llamahost: the NodeTool seed's (kv_cache_type=""), each
+    cache type xllamacpp knows, device lists with and without CPU entries (as lh.devices() lists
+    them on a GPU machine), a projector. Both accept them and answer the same fields and types; the
+    tensor_split llamahost returns starts a Server as it is."""
+    import dataclasses
+
+    projector = synthetic.write_projector(tmp_path / "mmproj-demo-f16.gguf")
+    cpu = {"name": "CPU", "memory_free": 16 << 30, "memory_total": 16 << 30, "type": "cpu"}
+    gpu = {"name": "CUDA0", "memory_free": 200 << 20, "memory_total": 200 << 20, "type": "gpu"}
+    gpu1 = dict(gpu, name="CUDA1", memory_free=100 << 20)
+    calls = [dict(gpus=[gpu], kv_cache_type=kv) for kv in ("", "f16", "q8_0", "q4_0")]
+    calls += [dict(gpus=gpus, kv_cache_type="") for gpus in ([cpu], [gpu, cpu], [gpu, gpu1, cpu], [gpu, gpu1])]
+    calls += [dict(gpus=[gpu, cpu], kv_cache_type="", projectors=[str(projector)])]
+    for call in calls:
+        call.update(model_path=str(demo_model), context_length=2048, batch_size=512, num_parallel=1)
+        call.setdefault("projectors", [])
+    done = subprocess.run([sys.executable, "-c", _XLLAMACPP, json.dumps(calls)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = json.loads(done.stdout.splitlines()[-1])
+    for call, their in zip(calls, theirs):
+        assert "error" not in their, (call["gpus"], their)
+        ours = dataclasses.asdict(llamahost.estimate_gpu_layers(**call))
+        assert ours.keys() == their.keys()
+        for field, value in ours.items():
+            assert type(value) is type(their[field]), (field, value, their[field])
+            if isinstance(value, list):
+                assert all(isinstance(v, (int, float)) for v in value)
+        n_gpus = sum(g["name"] != "CPU" for g in call["gpus"]) if call["gpus"][0]["name"] != "CPU" else 0
+        assert len(ours["tensor_split"]) == n_gpus  # a CPU entry is no GPU
+        assert len(ours["gpu_sizes"]) == (n_gpus if ours["layers"] else 0)
+    seed = llamahost.estimate_gpu_layers([gpu, cpu], str(demo_model), [], 2048, 512, 1, "")
+    assert seed.layers > 0 and seed.tensor_split == [1.0]
+    assert seed.total_size == llamahost.estimate_gpu_layers([gpu], str(demo_model), [], 2048, 512, 1, "f16").total_size
+    with llamahost.Server(demo_model, n_ctx=2048, tensor_split=seed.tensor_split) as srv:
+        assert srv.health()["status"] == "ok"
+    with pytest.raises(ValueError, match="kv_cache_type"):
+        llamahost.estimate_gpu_layers([gpu], str(demo_model), [], 2048, 512, 1, "q9_9")
+
+
 def test_bad_device_description(demo_model):
     with pytest.raises(ValueError, match="memory_free"):
         llamahost.estimate(demo_model, devices=[{"name": "CUDA0", "memory_free": "8GB"}])

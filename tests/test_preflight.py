@@ -24,12 +24,15 @@ LLAMA_SRC = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "s
 SMALL = dict(n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_ctx_train=256)
 
 
-def rewrite(src: Path, dst: Path, metadata: dict | None = None, tensor_types: dict | None = None) -> Path:
+def rewrite(src: Path, dst: Path, metadata: dict | None = None, tensor_types: dict | None = None,
+            split_max_tensors: int = 0) -> Path:
     """A copy of a GGUF with some metadata values replaced (same value type) or added (strings),
-    and some tensors stored as another type (their bytes random: the engine crashes first)."""
+    and some tensors stored as another type (their bytes random: the engine crashes first);
+    with ``split_max_tensors``, a split GGUF (its first part returned)."""
     metadata, tensor_types = metadata or {}, tensor_types or {}
     reader = gguf.GGUFReader(src)
-    writer = gguf.GGUFWriter(str(dst), reader.fields["general.architecture"].contents())
+    writer = gguf.GGUFWriter(str(dst), reader.fields["general.architecture"].contents(),
+                             split_max_tensors=split_max_tensors)
     for name, field in reader.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture":
             continue
@@ -53,7 +56,7 @@ def rewrite(src: Path, dst: Path, metadata: dict | None = None, tensor_types: di
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return dst
+    return dst.with_name(f"{dst.stem}-00001-of-{len(writer.tensors):05d}.gguf") if split_max_tensors else dst
 
 
 ENGINE_ALONE = textwrap.dedent("""
@@ -131,6 +134,30 @@ def test_a_file_that_crashes_the_engine_is_refused_first(reproducers, name):
         llamahost.inspect(path)
     with pytest.raises(llamahost.InvalidModelError, match=re.escape(says)):
         llamahost.Server(path, n_ctx=256)
+
+
+def test_a_damaged_later_part_of_a_split_model_is_refused_on_every_path(models, tmp_path):
+    """The first part is sound; the second holds a weight of a type the engine segfaults on."""
+    tensors = gguf.GGUFReader(models["llama-256"]).tensors
+    damaged = "blk.0.ffn_up.weight"  # 256 wide, as Q8_K's blocks
+    assert [t.name for t in tensors[-2:]] == [damaged, "blk.0.ffn_down.weight"]
+    first = rewrite(models["llama-256"], tmp_path / "split.gguf", tensor_types={damaged: "Q8_K"},
+                    split_max_tensors=len(tensors) - 2)
+    second = first.with_name("split-00002-of-00002.gguf")
+    assert second.exists()
+    died = engine_alone(first)
+    assert died.returncode < 0, f"the engine survived ({died.returncode}): {died.stderr[-500:]}"
+    says = re.escape(second.name) + ".*" + re.escape(damaged)
+    for load in (lambda: llamahost.inspect(first), lambda: llamahost.Server(first, n_ctx=256),
+                 lambda: llamahost.Server.from_args(["-m", str(first), "-c", "256"]),
+                 lambda: llamahost.estimate(first, n_ctx=256), lambda: llamahost.count_tokens(first, "hi")):
+        with pytest.raises(llamahost.InvalidModelError, match=says):
+            load()
+    with llamahost.Pool(memory_budget="1GiB") as pool, pytest.raises(llamahost.InvalidModelError, match=says):
+        pool.get(first, n_ctx=256)
+    cli = subprocess.run([sys.executable, "-m", "llamahost", "serve", str(first), "-c", "256", "--port", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2 and re.search(says, cli.stderr), cli.stderr[-500:]
 
 
 def test_a_vocabulary_with_a_repeated_token(models, tmp_path):

@@ -44,6 +44,14 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
     return convert
 
 
+def _numbers(name: str, value: Any) -> str:
+    """A list of numbers, spelled as llama.cpp's comma-separated lists (``--tensor-split 3,1``)."""
+    if (not isinstance(value, (list, tuple))
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in value)):
+        raise ValueError(f"{name} must be a list of numbers >= 0, got {value!r}")
+    return ",".join(str(v) for v in value)
+
+
 def _layers(name: str, value: Any) -> str:
     if value in ("auto", "all"):
         return value
@@ -76,7 +84,7 @@ def parse_size(value: int | str) -> int:
     return int(size)
 
 
-_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")  # llama.cpp's KV cache types
 
 
 @dataclass(frozen=True)
@@ -102,8 +110,9 @@ PARAMS: tuple[Param, ...] = (
     Param("threads", "--threads", _int, "CPU threads for generation"),
     Param("threads_batch", "--threads-batch", _int, "CPU threads for prompt processing"),
     Param("n_gpu_layers", "--n-gpu-layers", _layers, "layers offloaded to GPUs: a number, 'auto' or 'all'"),
-    Param("cache_type_k", "--cache-type-k", _choice(*_CACHE_TYPES), "KV cache type for K"),
-    Param("cache_type_v", "--cache-type-v", _choice(*_CACHE_TYPES), "KV cache type for V"),
+    Param("tensor_split", "--tensor-split", _numbers, "share of the offloaded layers per GPU, e.g. [3, 1]"),
+    Param("cache_type_k", "--cache-type-k", _choice(*CACHE_TYPES), "KV cache type for K"),
+    Param("cache_type_v", "--cache-type-v", _choice(*CACHE_TYPES), "KV cache type for V"),
     Param("flash_attn", "--flash-attn", _on_off_auto, "flash attention: on, off, auto (or a bool)"),
     Param("embedding", "--embedding", None, "serve embeddings only (embedding models)"),
     Param("pooling", "--pooling", _choice("none", "mean", "cls", "last", "rank"), "embedding pooling"),
@@ -191,6 +200,8 @@ def _spell(name: str, value: Any) -> list[str]:
         raise ValueError(f"{name} takes a value ({opt['value_hint'] or 'string'}), got {value!r}")
     if isinstance(value, (int, float)):
         return [flag, str(value)]
+    if isinstance(value, (list, tuple)):  # llama.cpp's list-valued options are comma-separated
+        return [flag, ",".join(_str(name, v) if not isinstance(v, (int, float)) else str(v) for v in value)]
     return [flag, _str(name, value)]
 
 
@@ -222,7 +233,7 @@ def server_args(model: str, params: Mapping[str, Any], environ: Mapping[str, str
     merged.update(params)
     args = ["--model", model]
     for name, value in merged.items():
-        if value is None:
+        if value is None or (isinstance(value, (list, tuple)) and not value):  # not given
             continue
         args += _spell(name, value)
     return args

@@ -256,27 +256,40 @@ class MemoryEstimate:
 def estimate_gpu_layers(gpus: list[dict], model_path: str, projectors: list[str], context_length: int,
                         batch_size: int, num_parallel: int, kv_cache_type: str) -> MemoryEstimate:
     """xllamacpp's ``estimate_gpu_layers`` (same arguments, same result fields), answered by
-    ``estimate()``: ``gpus`` are ``{"name", "memory_free"}`` dicts; a first device named CPU
-    means no GPU (then only ``total_size`` is set, as xllamacpp does)."""
+    ``estimate()``. ``gpus``: ``{"name", "memory_free"}`` dicts, as ``llamahost.devices()`` or
+    xllamacpp's ``get_device_info()`` list them; CPU entries are not GPUs, and a list opening with
+    one means no GPU (then only ``total_size`` is set, as xllamacpp does). ``kv_cache_type``: a
+    llama.cpp cache type, ``""`` for its default (f16). ``tensor_split`` holds one share per GPU,
+    in the order given: ``Server(tensor_split=...)`` takes it as it is. Of several projectors,
+    the first is counted (llama.cpp loads one)."""
+    cache_type = kv_cache_type or "f16"
+    if cache_type not in config.CACHE_TYPES:
+        raise ValueError(f"kv_cache_type must be one of {', '.join(config.CACHE_TYPES)} or '' (f16); "
+                         f"got {kv_cache_type!r}")
     params = dict(n_ctx=context_length, n_batch=batch_size, parallel=num_parallel,
-                  cache_type_k=kv_cache_type, cache_type_v=kv_cache_type,
-                  mmproj=projectors[0] if projectors else None)
-    if kv_cache_type != "f16":
+                  cache_type_k=cache_type, cache_type_v=cache_type, mmproj=projectors[0] if projectors else None)
+    if cache_type != "f16":
         params["flash_attn"] = True  # a quantized V cache needs flash attention
-    cpu_only = not gpus or gpus[0].get("name") == "CPU"
-    est = estimate(model_path, devices=None if cpu_only else [
-        {"name": g["name"], "memory_free": int(g["memory_free"])} for g in gpus], **params)
-    if cpu_only or est.n_gpu_layers == 0:
-        return MemoryEstimate(0, 0, 0, est.total_bytes, [0.0] * len(gpus), [])
-    on_gpus = est.devices[:-1]
+    on_gpus = [] if gpus and _is_cpu(gpus[0]) else [g for g in gpus if not _is_cpu(g)]
+    est = estimate(model_path, devices=[{"name": g["name"], "memory_free": int(g["memory_free"])} for g in on_gpus]
+                   if on_gpus else None, **params)
+    if not on_gpus or est.n_gpu_layers == 0:
+        return MemoryEstimate(0, 0, 0, est.total_bytes, [0.0] * len(on_gpus), [])
+    placed = est.devices[:-1]
     return MemoryEstimate(
         layers=est.n_gpu_layers,
-        graph=max(d.compute for d in on_gpus),
-        vram_size=sum(d.used for d in on_gpus),
+        graph=max(d.compute for d in placed),
+        vram_size=sum(d.used for d in placed),
         total_size=est.total_bytes,
-        tensor_split=[d.layers / est.n_gpu_layers for d in on_gpus],
-        gpu_sizes=[d.used for d in on_gpus],
+        tensor_split=[d.layers / est.n_gpu_layers for d in placed],
+        gpu_sizes=[d.used for d in placed],
     )
+
+
+def _is_cpu(device: dict) -> bool:
+    """A device entry for the host: named CPU, or of the CPU type (llamahost's "cpu", ggml's enum)."""
+    kind = device.get("type")
+    return device.get("name") == "CPU" or str(getattr(kind, "name", kind)).lower().endswith("cpu")
 
 
 def _again(est: Estimate, n_ctx: int) -> Estimate:

@@ -11,6 +11,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -170,13 +171,21 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
     """Parse and check a GGUF file's header, metadata and tensor table.
 
     Long arrays (vocabularies) are summarised, not copied. Raises FileNotFoundError for
-    a missing file, InvalidModelError for anything malformed.
+    a missing file, InvalidModelError for anything malformed. A file is read once per
+    size and modification time (a start reads it several times); the header returned is
+    shared: do not modify it.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
     if path.is_dir():
         raise InvalidModelError(path, "is a directory, not a GGUF file")
+    stat = path.stat()
+    return _read_header(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _read_header(path: Path, size: int, mtime_ns: int) -> GGUFHeader:
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size < 24:

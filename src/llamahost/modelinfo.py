@@ -64,11 +64,17 @@ def _arch_value(meta: dict, arch: str, key: str, default: Any = 0) -> Any:
     return value
 
 
+def read_model(path: str | os.PathLike) -> list[GGUFHeader]:
+    """The header of every file of a model (each part of a split GGUF), read and checked
+    (``gguf.read_header``): what must hold before the engine opens any of them."""
+    return [read_header(p) for p in split_parts(Path(path))]
+
+
 def inspect(path: str | os.PathLike) -> ModelInfo:
     """Read a model's metadata without loading weights; split GGUFs read as one model."""
-    parts = split_parts(Path(path))
-    headers: list[GGUFHeader] = [read_header(p) for p in parts]
-    meta = headers[0].metadata
+    headers = read_model(path)
+    parts = [h.path for h in headers]
+    meta = dict(headers[0].metadata)
     tensors = tuple(t for h in headers for t in h.tensors)
     arch = meta.get("general.architecture")
     if not isinstance(arch, str):

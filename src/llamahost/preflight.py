@@ -5,7 +5,8 @@ tensor types: a value it cannot use ends in a failed GGML_ASSERT (the process ab
 or, for a tensor type with no kernel, a call through a null pointer (a segfault). These
 checks mirror the cases general to every architecture, each found by
 ``tests/fuzz_gguf.py`` (docs/HARDENING.md lists them with reproducers), so such a file
-raises ``InvalidModelError`` instead. ``gguf.read_header`` runs them on every file.
+raises ``InvalidModelError`` instead. ``gguf.read_header`` runs them on every file, and every
+load reads every file of its model first (``modelinfo.read_model``).
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from . import _native, config, gguf, heap, security
+from . import _native, config, heap, security
 from .client import Chunks, Client, Response
 from .estimate import fitted_context
 from .errors import ModelLoadError, ServerClosedError
+from .modelinfo import read_model
 from .models import resolve
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class Server(Client):
         engine = _native.Engine(args)  # upstream's parser; ValueError with its message
         path = _model_path(args)
         if path is not None:
-            gguf.read_header(path)
+            read_model(path)
         self._start(path or "?", args, engine, cancel)
         return self
 
@@ -147,7 +148,7 @@ def command_line(model: str, params: dict[str, Any]) -> list[str]:
     file, and ``n_ctx=0`` ("as large as fits") made concrete."""
     resolved = resolve(model)
     path, params = str(resolved.path), resolved.server_params(params)
-    gguf.read_header(path)
+    read_model(path)
     fitted = fitted_context(path, params)
     if fitted is not None:
         params = dict(params, n_ctx=fitted)

@@ -15,9 +15,10 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from . import _native, config, gguf
+from . import _native, config
 from .client import Chunks, Client, Response
 from .errors import ModelLoadError
+from .modelinfo import read_model
 
 CACHE_SIZE = 8  # model files kept loaded; a large vocabulary holds tens of MB
 
@@ -30,7 +31,7 @@ class ChatTemplate(Client):
 
     def __init__(self, path: str | os.PathLike, *, args: list[str] | None = None, **params: Any):
         self.model_path = os.fspath(path)
-        gguf.read_header(self.model_path)  # a clear error for a missing, foreign or damaged file
+        read_model(self.model_path)  # a clear error for a missing, foreign or damaged file, or part of one
         self.args = args if args is not None else config.server_args(self.model_path, params)
         try:
             self._vocab = _native.ChatVocab(self.args)
