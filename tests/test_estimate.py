@@ -220,3 +220,34 @@ def test_n_ctx_zero_means_as_large_as_fits(tmp_path, demo_model):
     assert fitted_context(str(demo_model), {"n_ctx": 0}) is None  # its trained context fits
     with llamahost.Server(demo_model, n_ctx=0, parallel=1) as srv:
         assert srv.props()["default_generation_settings"]["n_ctx"] == 32768
+
+
+def test_what_a_server_holds_beyond_the_model_counts(tiny_models, tmp_path):
+    """LoRA adapters, a draft model, a projector and the prompt cache each on their own line."""
+    model, draft = tiny_models[0], tiny_models[1]
+    plain = llamahost.estimate(model, n_ctx=512, cache_ram=0)
+    assert (plain.devices[-1].lora, plain.devices[-1].draft, plain.devices[-1].prompt_cache) == (0, 0, 0)
+    assert plain.worst_case_bytes == plain.total_bytes
+
+    lora = synthetic.write_lora(tmp_path / "adapter.gguf")
+    with_lora = llamahost.estimate(model, n_ctx=512, cache_ram=0, lora=str(lora))
+    assert with_lora.devices[-1].lora == sum(t.nbytes for t in llamahost.inspect(lora).tensors) > 0
+    assert with_lora.total_bytes == plain.total_bytes + with_lora.devices[-1].lora
+    with llamahost.Server(model, n_ctx=512, lora=str(lora)) as srv:  # an adapter the engine takes
+        assert srv.request("GET", "/lora-adapters").json()[0]["path"] == str(lora)
+
+    with_draft = llamahost.estimate(model, n_ctx=512, cache_ram=0, model_draft=str(draft))
+    alone = llamahost.estimate(draft, n_ctx=512, cache_ram=0)
+    assert 0.9 * alone.total_bytes <= with_draft.devices[-1].draft <= 1.1 * alone.total_bytes
+    assert with_draft.total_bytes == plain.total_bytes + with_draft.devices[-1].draft
+
+    projector = synthetic.write_projector(tmp_path / "mmproj-f16.gguf")  # only its tensor table is real
+    with_projector = llamahost.estimate(model, n_ctx=512, cache_ram=0, mmproj=str(projector))
+    assert with_projector.method == "closed form"  # the engine cannot run a synthetic projector
+    assert with_projector.devices[-1].projector == sum(t.nbytes for t in llamahost.inspect(projector).tensors)
+
+    assert llamahost.estimate(model, n_ctx=512, cache_ram=100).devices[-1].prompt_cache == 100 << 20
+    unlimited = llamahost.estimate(model, n_ctx=512, cache_ram=-1)  # capped at n_ctx tokens, plus the entry saved
+    assert unlimited.devices[-1].prompt_cache == 2 * unlimited.devices[-1].kv_cache
+    default = llamahost.estimate(model, n_ctx=512)  # llama-server's own default: 8 GiB
+    assert default.worst_case_bytes == default.total_bytes + (8192 << 20)

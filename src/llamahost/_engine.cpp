@@ -2,6 +2,7 @@
 #include "_backends.h"
 #include "exiting_options.h"
 
+#include "server-common.h"
 #include "server-context.h"
 #include "server-http.h"
 #include "server-stream.h"
@@ -16,6 +17,7 @@
 #include "json.h"
 #include "llama.h"
 #include "log.h"
+#include "mtmd.h"
 
 #include <algorithm>
 #include <chrono>
@@ -656,8 +658,47 @@ std::string load_params_json(const std::vector<std::string> & args) {
     out["n_gpu_layers"] = lp.mparams.n_gpu_layers;
     out["hosts"] = lp.params.hostnames;
     out["n_api_keys"] = lp.params.api_keys.size();
+    out["cache_ram_mib"] = lp.params.cache_ram_mib;
     return out.dump();
 }
+
+namespace {
+
+// The projector's context parameters, as server_context::load_model() sets them (server-context.cpp).
+mtmd_context_params projector_params(const common_params & params) {
+    mtmd_context_params mparams = mtmd_context_params_default();
+    mparams.use_gpu          = params.mmproj_use_gpu;
+    mparams.device           = params.mmproj_device;
+    mparams.print_timings    = false;
+    mparams.n_threads        = params.cpuparams.n_threads;
+    mparams.flash_attn_type  = params.flash_attn_type;
+    mparams.warmup           = params.warmup;
+    mparams.image_min_tokens = params.image_min_tokens;
+    mparams.image_max_tokens = params.image_max_tokens;
+    mparams.batch_max_tokens = params.mtmd_batch_max_tokens;
+    mparams.media_marker     = get_media_marker();
+    return mparams;
+}
+
+// A model and context created with nothing allocated: what they would hold, per device and on the host.
+common_json dry_load(const std::string & path, llama_model_params mparams, const llama_context_params & cparams,
+                     bool mapped, const char * what) {
+    mparams.no_alloc = true;
+    mparams.load_mode = LLAMA_LOAD_MODE_NONE;
+    std::unique_ptr<llama_model, decltype(&llama_model_free)> model(
+        llama_model_load_from_file(path.c_str(), mparams), &llama_model_free);
+    if (!model) {
+        throw std::runtime_error(std::string("llama.cpp could not read the ") + what);
+    }
+    std::unique_ptr<llama_context, decltype(&llama_free)> ctx(llama_init_from_model(model.get(), cparams), &llama_free);
+    if (!ctx) {
+        throw std::runtime_error(std::string("llama.cpp could not create a context for the ") + what +
+                                 " with these parameters");
+    }
+    return context_memory(ctx.get(), mapped);
+}
+
+}  // namespace
 
 std::string memory_estimate_json(const std::vector<std::string> & args) {
     load_params lp = resolve_load_params(args);
@@ -665,35 +706,60 @@ std::string memory_estimate_json(const std::vector<std::string> & args) {
     llama_model_params & mparams = lp.mparams;
     llama_context_params & cparams = lp.cparams;
 
+    // the projector, measured as a server load measures it before fitting (server-context.cpp)
+    common_json projector = common_json::array();
+    if (!params.mmproj.path.empty()) {
+        const auto usage = mtmd_get_memory_usage(params.mmproj.path.c_str(), projector_params(params));
+        if (usage.empty()) {
+            throw std::runtime_error("llama.cpp could not read the projector " + params.mmproj.path);
+        }
+        for (const auto & [dev, size] : usage) {
+            for (size_t i = 0; i < ggml_backend_dev_count() && i < params.fit_params_target.size(); i++) {
+                if (ggml_backend_dev_get(i) == dev) {
+                    params.fit_params_target[i] += size;  // as the server does: the fit leaves room for it
+                }
+            }
+            const bool host = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+            projector.push_back({{"name", host ? "host" : ggml_backend_dev_name(dev)}, {"bytes", (uint64_t) size}});
+        }
+    }
+
+    // a draft model is created from the same parameters and fitted with the main one (common.cpp)
+    const bool has_draft = params.speculative.has_dft();
+    common_params params_dft = common_base_params_to_speculative(params);
+    llama_model_params mparams_dft = common_model_params_to_llama(params_dft);
+    llama_context_params cparams_dft = common_context_params_to_llama(params_dft);
+    cparams_dft.n_rs_seq = 0;
+
     std::string fit_status = "not needed";
     if (params.fit_params && has_offload_device()) {
         // as a real load does (common_init_result): fit unset parameters to free device memory.
         // Not reentrant: it swaps the global llama logger.
+        const common_fit_extra_model extra = {params_dft.model.path.c_str(), &mparams_dft, &cparams_dft, false};
         static std::mutex fit_mu;
         std::lock_guard<std::mutex> lock(fit_mu);
         const common_params_fit_status status = common_fit_params(params.model.path.c_str(), &mparams, &cparams,
             params.tensor_split, params.tensor_buft_overrides.data(), params.fit_params_target.data(),
-            params.fit_params_min_ctx, nullptr, GGML_LOG_LEVEL_ERROR);
+            params.fit_params_min_ctx, has_draft ? &extra : nullptr, GGML_LOG_LEVEL_ERROR);
         if (status == COMMON_PARAMS_FIT_STATUS_ERROR) {
             throw std::runtime_error("llama.cpp could not read the model to fit it");
         }
         fit_status = status == COMMON_PARAMS_FIT_STATUS_SUCCESS ? "fits" : "does not fit";
     }
 
-    mparams.no_alloc = true;
-    mparams.load_mode = LLAMA_LOAD_MODE_NONE;
-    std::unique_ptr<llama_model, decltype(&llama_model_free)> model(
-        llama_model_load_from_file(params.model.path.c_str(), mparams), &llama_model_free);
-    if (!model) {
-        throw std::runtime_error("llama.cpp could not read the model");
-    }
-    std::unique_ptr<llama_context, decltype(&llama_free)> ctx(llama_init_from_model(model.get(), cparams), &llama_free);
-    if (!ctx) {
-        throw std::runtime_error("llama.cpp could not create a context with these parameters");
-    }
-    common_json out = context_memory(ctx.get(), lp.mapped);
+    common_json out = dry_load(params.model.path, mparams, cparams, lp.mapped, "model");
     out["n_gpu_layers"] = mparams.n_gpu_layers;
     out["fit_status"] = fit_status;
+    out["projector"] = projector;
+    if (has_draft) {
+        out["draft"] = dry_load(params_dft.model.path, mparams_dft, cparams_dft, lp.mapped, "draft model");
+    }
+    common_json loras = common_json::array();
+    for (const auto & lora : params.lora_adapters) {
+        loras.push_back(lora.path);
+    }
+    out["lora"] = loras;
+    out["cache_ram_mib"] = params.cache_ram_mib;
     return out.dump();
 }
 

@@ -127,8 +127,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     for d in est.devices:
         print(f"{d.name:<10} {d.layers:>6} {_human(d.weights):>11} {_human(d.kv_cache):>11} {_human(d.compute):>11} "
               f"{_human(d.used):>11} {_human(d.free):>11}  {'yes' if d.fits else 'NO'}")
+    for field, what in (("projector", "projector"), ("lora", "LoRA adapters"), ("draft", "draft model")):
+        held = {d.name: getattr(d, field) for d in est.devices if getattr(d, field)}
+        if held:
+            print(f"  of which {what}: " + ", ".join(f"{name} {_human(n)}" for name, n in held.items()))
     print(f"total {_human(est.total_bytes)}; {'fits' if est.fits else 'does NOT fit'}; "
           f"largest context that fits: {est.max_ctx}")
+    print(f"with the prompt cache at its limit (--cache-ram): {_human(est.worst_case_bytes)}")
     return 0
 
 

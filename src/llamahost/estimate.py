@@ -17,7 +17,7 @@ from functools import cached_property, lru_cache
 from typing import Any, Sequence
 
 from . import _native, config
-from .closed_form import closed_form
+from .closed_form import closed_form, load_params
 from .errors import ModelLoadError
 from .modelinfo import ModelInfo, inspect
 
@@ -26,6 +26,10 @@ CTX_STEP = 256  # llama.cpp pads context sizes to this
 
 @dataclass(frozen=True)
 class DeviceEstimate:
+    """Bytes on one device. ``used``: what a load allocates (the model's weights, KV cache and
+    compute buffers, and a projector's, LoRA adapters' and draft model's); ``worst_case`` adds
+    what grows while serving, upstream's prompt cache at its limit (host memory)."""
+
     name: str
     weights: int
     kv_cache: int
@@ -34,10 +38,18 @@ class DeviceEstimate:
     total: int
     layers: int
     description: str = ""
+    projector: int = 0  # a multimodal projector: weights and compute buffer
+    lora: int = 0  # LoRA adapters' weights
+    draft: int = 0  # a draft model: weights, KV cache and compute buffer
+    prompt_cache: int = 0  # saved prompts, at --cache-ram's limit
 
     @property
     def used(self) -> int:
-        return self.weights + self.kv_cache + self.compute
+        return self.weights + self.kv_cache + self.compute + self.projector + self.lora + self.draft
+
+    @property
+    def worst_case(self) -> int:
+        return self.used + self.prompt_cache
 
     @property
     def fits(self) -> bool:
@@ -63,7 +75,14 @@ class Estimate:
 
     @property
     def total_bytes(self) -> int:
+        """What a load allocates, all devices together."""
         return sum(d.used for d in self.devices)
+
+    @property
+    def worst_case_bytes(self) -> int:
+        """All a server can come to hold, all devices together: ``total_bytes`` plus the prompt
+        cache at its limit. What a Pool's memory budget counts."""
+        return sum(d.worst_case for d in self.devices)
 
     @property
     def fits(self) -> bool:
@@ -78,8 +97,9 @@ class Estimate:
         return {
             "model": self.model, "n_ctx": self.n_ctx, "n_layers": self.n_layers, "n_gpu_layers": self.n_gpu_layers,
             "tensor_split": list(self.tensor_split), "host": self.host, "total_bytes": self.total_bytes,
-            "fits": self.fits, "max_ctx": self.max_ctx, "method": self.method,
-            "devices": [dict(vars(d), used=d.used, fits=d.fits) for d in self.devices],
+            "worst_case_bytes": self.worst_case_bytes, "fits": self.fits, "max_ctx": self.max_ctx,
+            "method": self.method,
+            "devices": [dict(vars(d), used=d.used, worst_case=d.worst_case, fits=d.fits) for d in self.devices],
         }
 
 
@@ -133,7 +153,68 @@ def from_engine(model: str, data: dict) -> Estimate:
     per_gpu = _split_layers(offloaded, split) if gpus else []
     devices = [_device(g, n) for g, n in zip(gpus, per_gpu)]
     devices.append(_device(data["host"], max(n_layers - offloaded, 0), name="CPU"))
-    return Estimate(model, data["n_ctx"], n_layers, offloaded, tuple(split if gpus else ()), tuple(devices))
+    est = Estimate(model, data["n_ctx"], n_layers, offloaded, tuple(split if gpus else ()), tuple(devices))
+    return _with_extras(est, data)
+
+
+def _add(est: Estimate, field_name: str, per_device: dict[str, int]) -> Estimate:
+    """``est`` with bytes added to one field of some devices (by name; "host" is the last)."""
+    devices = list(est.devices)
+    for name, size in per_device.items():
+        i = len(devices) - 1 if name == "host" else next((i for i, d in enumerate(devices) if d.name == name),
+                                                         len(devices) - 1)
+        devices[i] = replace(devices[i], **{field_name: getattr(devices[i], field_name) + size})
+    return replace(est, devices=tuple(devices))
+
+
+def _layer_device(est: Estimate, layer: int) -> int:
+    """The index in ``est.devices`` of the device holding repeating layer ``layer`` (llama.cpp
+    offloads the last layers, in the devices' order)."""
+    first_offloaded = est.n_layers + 1 - est.n_gpu_layers
+    if layer < first_offloaded:
+        return len(est.devices) - 1
+    position = layer - first_offloaded
+    for i, device in enumerate(est.devices[:-1]):
+        if position < device.layers:
+            return i
+        position -= device.layers
+    return len(est.devices) - 1
+
+
+def lora_bytes(est: Estimate, adapters: Sequence[str]) -> dict[str, int]:
+    """LoRA adapters' tensors, on the devices of the layers they adapt (the rest on the host)."""
+    out: dict[str, int] = {}
+    for path in adapters:
+        for t in inspect(path).tensors:
+            match = re.match(r"blk\.(\d+)\.", t.name)
+            i = _layer_device(est, int(match[1])) if match else len(est.devices) - 1
+            name = "host" if i == len(est.devices) - 1 else est.devices[i].name
+            out[name] = out.get(name, 0) + t.nbytes
+    return out
+
+
+def prompt_cache_bytes(cache_ram_mib: int, kv_cache: int) -> int:
+    """The most upstream's prompt cache holds (server_prompt_cache, server-task.cpp): --cache-ram
+    MiB; with no size limit (-1) it keeps at most n_ctx tokens, plus the entry being saved:
+    twice the KV cache; 0: none."""
+    if cache_ram_mib > 0:
+        return cache_ram_mib << 20
+    return 2 * kv_cache if cache_ram_mib < 0 else 0
+
+
+def _with_extras(est: Estimate, data: dict) -> Estimate:
+    """What the engine's breakdown of the main model leaves out: a projector and a draft model
+    (measured by the engine), LoRA adapters (their tensors) and the prompt cache's limit."""
+    est = _add(est, "projector", {p["name"]: p["bytes"] for p in data.get("projector", [])})
+    draft = data.get("draft")
+    if draft:
+        held = {d["name"]: d["model"] + d["context"] + d["compute"] for d in draft["devices"]}
+        held["host"] = draft["host"]["model"] + draft["host"]["context"] + draft["host"]["compute"]
+        est = _add(est, "draft", held)
+    est = _add(est, "lora", lora_bytes(est, data.get("lora", [])))
+    kv = sum(d.kv_cache for d in est.devices) + (
+        sum(d["context"] for d in draft["devices"]) + draft["host"]["context"] if draft else 0)
+    return _add(est, "prompt_cache", {"host": prompt_cache_bytes(data.get("cache_ram_mib", 0), kv)})
 
 
 def _layer_weights(info: ModelInfo) -> tuple[list[int], int, int]:
@@ -152,39 +233,55 @@ def _layer_weights(info: ModelInfo) -> tuple[list[int], int, int]:
     return per_layer, output, rest
 
 
-def _planned(info: ModelInfo, measured: Estimate, devices: Sequence[dict], n_gpu_layers: Any) -> Estimate:
-    """Place layers on hypothetical devices from per-layer costs (llama.cpp offloads the last layers)."""
+def _planned(info: ModelInfo, measured: Estimate, devices: Sequence[dict], n_gpu_layers: Any,
+             adapters: Sequence[str]) -> Estimate:
+    """Place layers on hypothetical devices from per-layer costs (llama.cpp offloads the last
+    layers; a projector goes to the first device, LoRA tensors with their layers; a draft model
+    and the prompt cache stay on the host)."""
     host = measured.devices[-1]
     per_layer, output, rest = _layer_weights(info)
     n = info.n_layers
     kv_per_layer = host.kv_cache // max(n, 1)
+    lora_per_layer = [0] * n
+    lora_rest = 0
+    for path in adapters:
+        for t in inspect(path).tensors:
+            match = re.match(r"blk\.(\d+)\.", t.name)
+            if match and int(match[1]) < n:
+                lora_per_layer[int(match[1])] += t.nbytes
+            else:
+                lora_rest += t.nbytes
     compute = host.compute
     # layer n is the output layer; offloading k layers moves layers n+1-k .. n
-    costs = [w + kv_per_layer for w in per_layer] + [output]
+    costs = [w + kv_per_layer + a for w, a in zip(per_layer, lora_per_layer)] + [output]
     order = list(range(n, -1, -1))
     limit = n + 1 if n_gpu_layers in ("auto", "all", None) else int(n_gpu_layers)
     placed: list[list[int]] = [[] for _ in devices]
     cursor = 0
     for i, dev in enumerate(devices):
-        budget = int(dev["memory_free"]) - compute
+        budget = int(dev["memory_free"]) - compute - (host.projector if i == 0 else 0)
         used = 0
         while cursor < min(limit, len(order)) and (used + costs[order[cursor]] <= budget or n_gpu_layers == "all"):
             used += costs[order[cursor]]
             placed[i].append(order[cursor])
             cursor += 1
     out = []
-    for dev, layers in zip(devices, placed):
+    for i, (dev, layers) in enumerate(zip(devices, placed)):
         weights = sum(per_layer[j] if j < n else output for j in layers)
         kv = kv_per_layer * sum(1 for j in layers if j < n)
         free = int(dev["memory_free"])
         out.append(DeviceEstimate(dev["name"], weights, kv, compute if layers else 0, free,
-                                  int(dev.get("memory_total", free)), len(layers), dev.get("description", "")))
+                                  int(dev.get("memory_total", free)), len(layers), dev.get("description", ""),
+                                  projector=host.projector if i == 0 else 0,
+                                  lora=sum(lora_per_layer[j] for j in layers if j < n)))
     offloaded = cursor
     on_cpu = [j for j in order[offloaded:]]
     cpu_weights = rest + sum(per_layer[j] if j < n else output for j in on_cpu)
     cpu_kv = kv_per_layer * sum(1 for j in on_cpu if j < n)
     out.append(DeviceEstimate("CPU", cpu_weights, cpu_kv, compute, host.free, host.total,
-                              sum(1 for j in on_cpu if j < n), "system memory"))
+                              sum(1 for j in on_cpu if j < n), "system memory",
+                              lora=lora_rest + sum(lora_per_layer[j] for j in on_cpu if j < n), draft=host.draft,
+                              prompt_cache=host.prompt_cache))
     split = tuple(float(len(p)) for p in placed)
     return Estimate(measured.model, measured.n_ctx, n, offloaded, split, tuple(out),
                     method="planned" if measured.method == "dry run" else measured.method)
@@ -199,7 +296,9 @@ def estimate(model: str | os.PathLike, *, n_ctx: int | None = None, n_batch: int
     ``devices=[{"name": "CUDA0", "memory_free": 8 << 30}, ...]`` plans for hardware this
     machine does not have. ``method``: "dry run" (the engine's), "closed form" (metadata
     alone), or "auto": the dry run, and the closed form when the engine cannot read the
-    model. Other keywords are Server parameters.
+    model. Other keywords are Server parameters; a projector (``mmproj``), LoRA adapters
+    (``lora``) and a draft model (``model_draft``) count on their own lines, and the prompt
+    cache (``cache_ram``) in ``worst_case_bytes``.
     """
     if method not in ("auto", "dry run", "closed form"):
         raise ValueError(f"method must be 'auto', 'dry run' or 'closed form', not {method!r}")
@@ -210,35 +309,39 @@ def estimate(model: str | os.PathLike, *, n_ctx: int | None = None, n_batch: int
     server_params = {k: v for k, v in given.items() if v is not None}
     server_params.update(params)
     request = dict(server_params, devices=devices, n_gpu_layers=n_gpu_layers, method=method)
-    server_params.pop("mmproj", None)  # the engine's dry run measures the text model; the projector is added below
     for dev in devices or ():
         if not isinstance(dev, dict) or "name" not in dev or not isinstance(dev.get("memory_free"), int):
             raise ValueError(f"each device must be a dict with a name and an int memory_free; got {dev!r}")
     # hypothetical devices are planned from the costs of an all-CPU load
     base_params = dict(server_params, n_gpu_layers=n_gpu_layers if devices is None else 0)
     if method == "closed form":
-        result = closed_form(path, info, base_params)
+        result = _closed_form(path, info, base_params)
     else:
         try:
             result = _measured(path, base_params) if devices is None else _costs(path, base_params)
         except RuntimeError as exc:
             if method == "dry run":
                 raise ModelLoadError(path, str(exc)) from None
-            result = closed_form(path, info, base_params)  # the engine cannot read it: metadata alone
+            result = _closed_form(path, info, base_params)  # the engine cannot read it: metadata alone
     if devices is not None:
-        result = _planned(info, result, devices, n_gpu_layers)
-    if mmproj is not None:
-        result = _with_projector(result, mmproj)
+        result = _planned(info, result, devices, n_gpu_layers, _adapters(base_params))
     return replace(result, request=request)
 
 
-def _with_projector(est: Estimate, mmproj: str | os.PathLike) -> Estimate:
-    """The projector's weights land on the first device that holds layers (llama.cpp's main GPU)."""
-    projector = sum(t.nbytes for t in inspect(mmproj).tensors)
-    devices = list(est.devices)
-    first = next((i for i, d in enumerate(devices) if d.layers > 0), len(devices) - 1)
-    devices[first] = replace(devices[first], weights=devices[first].weights + projector)
-    return replace(est, devices=tuple(devices))
+def _adapters(params: dict) -> list[str]:
+    lora = params.get("lora") or []
+    return [os.fspath(lora)] if isinstance(lora, (str, os.PathLike)) else [os.fspath(a) for a in lora]
+
+
+def _closed_form(path: str, info: ModelInfo, params: dict) -> Estimate:
+    """The closed form of the model, with a projector's and adapters' tensors and the prompt
+    cache's limit on the host (a draft model is not counted)."""
+    est = closed_form(path, info, {k: v for k, v in params.items() if k != "mmproj"})
+    projector = sum(t.nbytes for t in inspect(params["mmproj"]).tensors) if params.get("mmproj") else 0
+    lora = sum(t.nbytes for a in _adapters(params) for t in inspect(a).tensors)
+    cache_ram = load_params(path, params)["cache_ram_mib"]
+    return _add(_add(_add(est, "projector", {"host": projector}), "lora", {"host": lora}), "prompt_cache",
+                {"host": prompt_cache_bytes(cache_ram, est.devices[-1].kv_cache)})
 
 
 @dataclass
@@ -324,7 +427,6 @@ def fitted_context(model: str, params: dict) -> int | None:
     """What ``n_ctx=0`` ("as large as fits") means on the host: None when the trained context
     fits (upstream then uses it; with a GPU upstream's own fitting decides), otherwise the
     largest context that fits. The closed form answers the common case in milliseconds."""
-    from .closed_form import load_params
     from .devices import devices
 
     if load_params(model, params)["n_ctx"] != 0 or any(d["type"] in ("gpu", "igpu") for d in devices()):

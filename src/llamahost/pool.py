@@ -120,7 +120,7 @@ class Pool:
             self._check_open()
             entry = self._models.get(key)
         if entry is None:
-            cmd = command_line(ref, params) + extra
+            cmd = command_line(ref, _bounded_prompt_cache(params)) + extra
             _native.Engine(cmd)  # upstream's parser checks the flags now (ValueError), not at the first request
         with self._cond:
             self._check_open()
@@ -529,10 +529,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _bounded_prompt_cache(params: dict[str, Any]) -> dict[str, Any]:
+    """A pooled server's prompt cache holds one context of prompts (llama-server's ``--cache-ram
+    -1``: no size limit, n_ctx tokens) unless its parameters or environment set one: at llama-server's
+    default of 8 GiB each, a budget would hold only a model or two."""
+    if "cache_ram" in params or os.environ.get(config.ENV_PREFIX + "CACHE_RAM") or os.environ.get("LLAMA_ARG_CACHE_RAM"):
+        return params
+    return dict(params, cache_ram=-1)
+
+
 def _needs(path: str, args: list[str]) -> int:
-    """Host and device bytes a server with this command line holds: the engine's dry run."""
+    """Host and device bytes a server with this command line can come to hold: the engine's dry
+    run, with its prompt cache at its limit."""
     try:
-        return from_engine(path, json.loads(_native.memory_estimate(args))).total_bytes
+        return from_engine(path, json.loads(_native.memory_estimate(args))).worst_case_bytes
     except RuntimeError as exc:
         raise ModelLoadError(path, str(exc)) from None
 
