@@ -223,6 +223,36 @@ def test_an_exception_in_the_code_reading_a_stream(tiny_model):
         assert srv.complete("Hi", max_tokens=2)["choices"]
 
 
+@pytest.mark.parametrize("isolation", ["in-process", "thread", "process"])
+def test_a_task_cancelled_while_it_awaits_a_chunk(tiny_model, isolation):
+    """asyncio's cancellation: the task gets CancelledError (not 'generator already executing'),
+    the generation stops, and the model serves the next request."""
+    with llamahost.Pool(idle_ttl=None, isolation="process" if isolation == "process" else "thread") as pool:
+        client = (llamahost.Server(tiny_model, n_ctx=N_CTX, parallel=1, metrics=True) if isolation == "in-process"
+                  else pool.get(tiny_model, n_ctx=N_CTX, parallel=1, metrics=True))
+        try:
+            before = decodes(client)
+            started = asyncio.Event()
+
+            async def read() -> None:
+                async for _ in client.achat([{"role": "user", "content": "Go on"}], stream=True, **LONG):
+                    started.set()
+
+            async def main() -> None:
+                task = asyncio.create_task(read())
+                await started.wait()
+                await asyncio.sleep(0.05)  # the task now waits for a chunk
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+            asyncio.run(main())
+            assert_cancelled(client, before, "the cancelled task's generation")
+            assert client.complete("Hi", max_tokens=2)["choices"]
+        finally:
+            client.close()
+
+
 def test_ctrl_c_while_reading_a_stream(tiny_model):
     with llamahost.Server(tiny_model, n_ctx=N_CTX, parallel=1, metrics=True) as srv:
         read = 0

@@ -12,6 +12,7 @@ import pytest
 
 import llamahost
 import synthetic
+from test_models import gguf_files, home, hub  # noqa: F401 - the Hub fixtures
 
 HELLO = [{"role": "user", "content": "Write one sentence about the sea."}]
 AWKWARD = [{"role": "user", "content": "hi"}, {"role": "system", "content": "Be brief."},
@@ -103,3 +104,38 @@ def test_count_tokens_exact_on_disk_estimate_before_a_pull(tiny_model, tmp_path,
         estimate = provider.count_tokens(HELLO, model="someorg/some-model-GGUF")
         assert not estimate.exact
         assert provider.pool.stats() == []  # nothing was loaded for either
+
+
+def test_a_first_use_leaves_the_event_loop_running(hub, home):
+    """A model's first use resolves it, downloads it and loads it: the loop keeps running meanwhile
+    (a ticker's longest gap is measured over a download held up for half a second, and the load)."""
+    import threading
+    import time
+
+    hub.stall_after = 1 << 20
+    threading.Timer(0.5, hub.release.set).start()
+    provider = llamahost.Provider(n_ctx=512, parallel=1)
+
+    async def main() -> tuple[float, str]:
+        gaps, last, done = [0.0], time.monotonic(), False
+
+        async def tick() -> None:
+            nonlocal last
+            while not done:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        message = await provider.generate(HELLO, model="test-org/chat-GGUF", max_tokens=2)
+        done = True
+        await ticker
+        return max(gaps), message["content"]
+
+    try:
+        longest, content = asyncio.run(main())
+    finally:
+        provider.close()
+    assert content is not None
+    assert longest < 0.25, f"the event loop stood still for {longest:.2f} s"

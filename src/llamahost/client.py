@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 from contextlib import closing
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
@@ -43,12 +45,20 @@ class Chunks:
 
     Exhausting it, close(), or garbage collection ends the stream (and ``on_close`` runs
     once), also when it was never read: leaving a stream early cancels its generation.
+    ``cancel()`` may be called from any thread, while another one waits for the next chunk:
+    it stops the stream at its source, and that wait ends.
     """
 
-    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], None] | None = None):
+    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], None] | None = None,
+                 cancel: Callable[[], None] | None = None):
         self._chunks = chunks
         self._on_close = on_close
+        self._cancel = cancel
         self._closed = False
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel()
 
     def __iter__(self) -> "Chunks":
         return self
@@ -74,6 +84,27 @@ class Chunks:
 
     def __del__(self) -> None:
         self.close()
+
+
+class Stream:
+    """The items of a streamed answer (chunks of a chat or a completion, as dicts): an iterator.
+    ``close()`` ends it (the generation is cancelled); ``cancel()`` may be called from any thread,
+    while another reads it, and stops it at its source."""
+
+    def __init__(self, items: Iterator[Any], cancel: Callable[[], None]):
+        self._items = items
+        self.cancel = cancel
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._items)
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
 
 
 def raise_for(response: Response) -> None:
@@ -120,27 +151,13 @@ class Client:
         raise_for(response)
         return response.json()
 
-    def _events(self, path: str, body: dict) -> Iterator[dict]:
-        """POST with stream=True and yield each server-sent event's JSON."""
+    def _events(self, path: str, body: dict) -> Stream:
+        """POST with stream=True: each server-sent event's JSON."""
         response, chunks = self._call("POST", path, dict(body, stream=True))
         if chunks is None:
             raise_for(response)
             raise APIError(response.status, "expected a stream, got a plain response")
-        with closing(chunks):
-            pending = b""
-            for chunk in chunks:
-                pending += chunk
-                while b"\n\n" in pending:
-                    event, pending = pending.split(b"\n\n", 1)
-                    parsed = _parse_event(event)
-                    if parsed is _DONE:
-                        return
-                    if parsed is not None:
-                        yield parsed
-            if pending.strip():
-                parsed = _parse_event(pending)
-                if parsed not in (None, _DONE):
-                    yield parsed
+        return Stream(_events_of(chunks), chunks.cancel)
 
     # -- OpenAI-shaped calls -------------------------------------------------------------------
 
@@ -154,7 +171,8 @@ class Client:
         if needs_emulation(self, body):
             request, emulation = emulated_request(body)
             if stream:
-                return emulation.chunks(self._events("/v1/chat/completions", request))
+                events = self._events("/v1/chat/completions", request)
+                return Stream(emulation.chunks(events), events.cancel)
             return emulation.response(self._json("POST", "/v1/chat/completions", request))
         if stream:
             return self._events("/v1/chat/completions", body)
@@ -288,7 +306,7 @@ class HTTPClient(Client):
         response = Response(answer.status, answer.getheader("Content-Type", ""), headers)
         if response.content_type.startswith("text/event-stream"):
             # not kept for another request: llama-server closes the connection after a stream
-            return response, Chunks(self._read(answer), connection.close)
+            return response, Chunks(self._read(answer), connection.close, partial(_shut_down, connection))
         try:
             response.body = answer.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -328,6 +346,25 @@ class HTTPClient(Client):
 _DONE = object()
 
 
+def _events_of(chunks: Chunks) -> Iterator[dict]:
+    """The JSON of each server-sent event of a stream's body."""
+    with closing(chunks):
+        pending = b""
+        for chunk in chunks:
+            pending += chunk
+            while b"\n\n" in pending:
+                event, pending = pending.split(b"\n\n", 1)
+                parsed = _parse_event(event)
+                if parsed is _DONE:
+                    return
+                if parsed is not None:
+                    yield parsed
+        if pending.strip():
+            parsed = _parse_event(pending)
+            if parsed not in (None, _DONE):
+                yield parsed
+
+
 def _parse_event(event: bytes) -> Any:
     """One server-sent event: its JSON, _DONE for ``[DONE]``, None for comments; errors raise."""
     data_lines = []
@@ -358,19 +395,42 @@ async def _in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
     return await asyncio.to_thread(call, *args, **kwargs)
 
 
-async def _aiter_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    """Drive a blocking iterator from a worker thread, one item at a time."""
+async def _aiter_in_thread(stream: Stream) -> AsyncIterator[Any]:
+    """Read a blocking stream from a worker thread, one item at a time. A task cancelled while
+    it waits for the next item gets its CancelledError; the stream is cancelled at its source,
+    and closed once the worker thread has let go of it."""
+    import asyncio
+
     done = object()
     try:
         while True:
-            item = await _in_thread(next, iterator, done)
+            pending = asyncio.ensure_future(asyncio.to_thread(next, stream, done))
+            try:
+                item = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                await _in_thread(stream.cancel)
+                while not pending.done():  # the thread is inside the stream: closing it now would fail
+                    try:
+                        await asyncio.wait([pending])
+                    except asyncio.CancelledError:
+                        continue
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: how the cancelled stream ended is of no interest
+                raise
             if item is done:
                 return
             yield item
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
+        stream.close()
+
+
+def _shut_down(connection: http.client.HTTPConnection) -> None:
+    """End a connection another thread may be reading: shutdown() wakes a blocked read, close() may not."""
+    if connection.sock is not None:
+        try:
+            connection.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
 
 
 def health_status(url: str, timeout: float) -> int:

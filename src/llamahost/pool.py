@@ -505,7 +505,7 @@ class Handle(Client):
         if chunks is None:
             pool._release(m)
             return response, None
-        return response, Chunks(self._until_lost(chunks, backend), partial(pool._release, m))
+        return response, Chunks(self._until_lost(chunks, backend), partial(pool._release, m), chunks.cancel)
 
     def _until_lost(self, chunks: Chunks, backend: Client) -> Iterator[bytes]:
         """The stream's chunks; if its server goes away mid-stream, a last event with the 503 error."""

@@ -57,7 +57,8 @@ class Provider:
         the model called tools. ``opts``: any chat completion parameter (max_tokens, temperature, ...)."""
         if tools:
             opts["tools"] = tools
-        out = await self.handle(model).achat(messages, **opts)
+        handle = await _in_thread(self.handle, model)  # a first use may resolve, download and plan
+        out = await handle.achat(messages, **opts)
         return out["choices"][0]["message"]
 
     async def stream(self, messages: list[dict], *, model: str | os.PathLike, tools: list[dict] | None = None,
@@ -66,7 +67,8 @@ class Provider:
         deltas); leaving early cancels the generation."""
         if tools:
             opts["tools"] = tools
-        async with aclosing(self.handle(model).achat(messages, stream=True, **opts)) as chunks:
+        handle = await _in_thread(self.handle, model)
+        async with aclosing(handle.achat(messages, stream=True, **opts)) as chunks:
             async for chunk in chunks:
                 for choice in chunk.get("choices") or []:
                     if choice.get("delta"):
@@ -75,7 +77,7 @@ class Provider:
     async def embed(self, texts: str | Sequence[str], *, model: str | os.PathLike, **opts: Any):
         """Embeddings as a float32 numpy array of shape (len(texts), dim), from ``model``
         served with embeddings on."""
-        return await _in_thread(self.handle(model, embedding=True).embed, texts, **opts)
+        return await _in_thread(lambda: self.handle(model, embedding=True).embed(texts, **opts))
 
     def count_tokens(self, messages_or_text: str | list[dict], *, model: str | os.PathLike,
                      tools: list[dict] | None = None) -> TokenCount:

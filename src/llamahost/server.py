@@ -125,7 +125,8 @@ class Server(Client):
         response = Response(status, content_type, headers, data or b"")
         if not stream_id:
             return response, None
-        return response, Chunks(_engine_chunks(self._engine, stream_id), partial(self._engine.close_stream, stream_id))
+        stop = partial(self._engine.close_stream, stream_id)  # thread-safe; cancels the generation
+        return response, Chunks(_engine_chunks(self._engine, stream_id), stop, stop)
 
     # -- what only the engine knows ------------------------------------------------------------
 
