@@ -192,6 +192,25 @@ def test_download_then_load(hub, gguf_files):
         assert out["usage"]["completion_tokens"] == 4
 
 
+def test_a_path_that_does_not_exist_never_reaches_the_hub(hub, home, tmp_path, monkeypatch):
+    """The Hub holds test-org/tiny-GGUF; local references of the same shape that name nothing here
+    fail with ModelNotFoundError, and nothing is downloaded. hf:// names the Hub explicitly."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "test-org").mkdir()  # a local folder named like the organisation
+    for ref in ("test-org/tiny-GGUF", "./test-org/tiny-GGUF", "../test-org/tiny-GGUF", str(tmp_path / "nope/tiny-GGUF"),
+                "~/test-org/tiny-GGUF", "test-org\\tiny-GGUF", "test-org/tiny-GGUF:Q8_0"):
+        with pytest.raises(ModelNotFoundError):
+            resolve(ref)
+        with pytest.raises(ModelNotFoundError):
+            llamahost.count_tokens(ref, "hi")  # no estimate for a typo either
+    assert hub.downloads_of("tiny-Q8_0.gguf") == [] and list_models() == []
+    model = resolve("hf://test-org/tiny-GGUF:Q8_0")  # the Hub, though test-org/ exists here
+    assert (model.source, model.name) == ("hub", "test-org/tiny-GGUF:Q8_0")
+    assert resolve("hf://test-org/tiny-GGUF:Q8_0").source == "library"
+    (tmp_path / "test-org").rmdir()
+    assert resolve("test-org/tiny-GGUF:Q8_0").source == "library"  # the same shape, no folder in the way
+
+
 def test_split_model_with_projector(hub, home, gguf_files):
     model = resolve("test-org/split-GGUF")
     folder = home / "models" / "test-org--split-GGUF"

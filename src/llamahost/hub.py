@@ -35,10 +35,17 @@ class HubRef:
     file: str | None = None
 
 
+HUB_PREFIX = "hf://"  # names the Hub explicitly, whatever exists locally
+
+
 def parse_ref(text: str) -> HubRef | None:
-    """``org/repo``, ``org/repo:TAG`` or ``org/repo/FILE.gguf``; None for anything else (a
-    two-part name ending in .gguf is a path, not a repository)."""
+    """``org/repo``, ``org/repo:TAG`` or ``org/repo/FILE.gguf``, with or without ``hf://``; None
+    for anything else (a two-part name ending in .gguf is a path, not a repository)."""
+    explicit = text.startswith(HUB_PREFIX)
+    text = text.removeprefix(HUB_PREFIX)
     match = HUB_REF.match(text)
+    if match is not None and explicit:
+        return HubRef(match["repo"], match["tag"], match["file"])
     if match is None or (match["file"] is None and match["tag"] is None and text.lower().endswith(".gguf")):
         return None
     return HubRef(match["repo"], match["tag"], match["file"])

