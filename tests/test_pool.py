@@ -172,6 +172,44 @@ def test_a_worker_that_stops_answering_is_killed_and_restarted(tiny_models):
         wait_until(lambda: not alive(stuck), 10, "the stuck worker's end")
 
 
+def test_restarts_stop_after_max_restarts_failures_in_five_minutes(tiny_models, caplog):
+    """As the README says: restarted up to max_restarts times; one more failure, and the model
+    waits for the next request, which loads it again."""
+    with llamahost.Pool(idle_ttl=None, health_interval=0.05, restart_backoff=(0.01, 0.02), max_restarts=3) as pool:
+        handle = pool.get(tiny_models[0], **CTX)
+        handle.load()
+        for restarts in range(1, 4):
+            handle._peek().close()
+            wait_until(lambda: handle.stats()["restarts"] == restarts and handle.state == "loaded", 20, "a restart")
+        with caplog.at_level(logging.ERROR, logger="llamahost.pool"):
+            handle._peek().close()
+            wait_until(lambda: handle.state == "unloaded", 20, "giving up")
+        time.sleep(0.3)  # several health intervals: nothing restarts it
+        assert handle.state == "unloaded" and handle.stats()["restarts"] == 3 and handle.stats()["failures"] == 4
+        assert any("4 failures" in r.getMessage() and "not restarted" in r.getMessage() for r in caplog.records)
+        assert text(handle.complete("x", max_tokens=1)) is not None  # the next request loads it again
+
+
+def test_a_restart_that_hangs_holds_up_no_other_model(tiny_models, tmp_path):
+    """Model a's restart never finishes (its file became a FIFO no one writes: the worker blocks
+    reading it); model b's worker dies meanwhile, and is restarted all the same."""
+    import shutil
+
+    a_path = shutil.copy(tiny_models[0], tmp_path / "a.gguf")
+    with llamahost.Pool(isolation="process", idle_ttl=None, health_interval=0.1, health_timeout=1,
+                        restart_backoff=(0.05, 0.1), load_timeout=120) as pool:
+        ha, hb = pool.get(a_path, **CTX), pool.get(tiny_models[1], **CTX)
+        ha.load(), hb.load()
+        os.remove(a_path)
+        os.mkfifo(a_path)
+        os.kill(ha.pid, signal.SIGKILL)
+        wait_until(lambda: ha.state == "loading", 10, "a's restart")
+        pid_b = hb.pid
+        os.kill(pid_b, signal.SIGKILL)
+        wait_until(lambda: hb.stats()["restarts"] == 1 and hb.state == "loaded", 20, "b's restart")
+        assert ha.state == "loading" and text(hb.complete("x", max_tokens=1)) is not None
+
+
 def test_unloading_returns_the_memory_in_process(tiny_models):
     with llamahost.Pool(idle_ttl=None) as pool:
         handle = pool.get(tiny_models[0], **CTX)

@@ -202,3 +202,46 @@ def test_serve_several_models_rejects_a_bad_flag(tiny_models):
     done = subprocess.run([sys.executable, "-m", "llamahost", "serve", *map(str, tiny_models[:2]), "--no-such-flag"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--no-such-flag" in done.stderr
+
+
+def _raw(url: str, head: bytes, body: bytes = b"", timeout: float = 5) -> tuple[int, bytes]:
+    """One request written byte by byte on a socket: its status and what came back before the router
+    closed the connection (or the timeout)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(head + b"\r\n\r\n" + body)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except socket.timeout:
+            pass
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_the_router_checks_the_caller_before_it_reads_a_body(tiny_model):
+    """Refusals come before the body is read: a request without the key that announces a gigabyte
+    gets its 401 at once, and Content-Lengths that are not sizes (or too large) are refused."""
+    with llamahost.Pool(idle_ttl=None) as pool:
+        handle = pool.get(tiny_model, n_ctx=256)
+        with Router(pool, {"m": handle}, port=0, api_key="secret", max_body=1 << 20) as router:
+            started = time.monotonic()
+            status, answer = _raw(router.url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000")
+            assert status == 401 and b"Invalid API Key" in answer and time.monotonic() - started < 2
+            assert handle.state == "unloaded"
+            key = b"\r\nAuthorization: Bearer secret"
+            for length, expected in ((b"-5", 400), (b"12abc", 400), (b"99999999999999999999", 413), (b"2000000", 413)):
+                status, answer = _raw(router.url, b"POST /v1/completions HTTP/1.1\r\nHost: x" + key +
+                                      b"\r\nContent-Length: " + length)
+                assert status == expected and b'"error"' in answer, (length, answer[:300])
+            status, _ = _raw(router.url, b"POST /v1/completions HTTP/1.1\r\nHost: x" + key +
+                             b"\r\nTransfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n")
+            assert status == 411
+            body = b'{"model": "m", "prompt": "Hi", "max_tokens": 1}'
+            status, _ = _raw(router.url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close" + key +
+                             b"\r\nContent-Length: " + str(len(body)).encode(), body, timeout=60)
+            assert status == 200
+            assert httpx.get(router.url + "/health").status_code == 200  # no key needed, as llama-server

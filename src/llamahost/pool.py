@@ -74,8 +74,8 @@ class Pool:
     ``isolation``: ``"thread"`` (servers in this process) or ``"process"`` (a worker
     process per model). A model whose server died or stopped answering /health (checked
     every ``health_interval`` seconds, ``health_timeout`` each) is restarted after
-    ``restart_backoff[0]`` seconds, doubling up to ``restart_backoff[1]``, and given up
-    after ``max_restarts`` failures in five minutes (the next request tries again).
+    ``restart_backoff[0]`` seconds, doubling up to ``restart_backoff[1]``, at most
+    ``max_restarts`` times in five minutes; after that it waits for the next request.
     Events go to the ``llamahost.pool`` logger; counters are in ``stats()``.
     """
 
@@ -104,6 +104,7 @@ class Pool:
         self._cond = threading.Condition()  # reentrant: a handle's __del__ may run while it is held
         self._closed = False
         self._closing = threading.Event()  # set by close(): loads in progress stop
+        self._restarts: set[threading.Thread] = set()  # the monitor's restarts in progress
         self._monitor = threading.Thread(target=self._watch, name="llamahost-pool", daemon=True)
         self._monitor.start()
         _open_pools.add(self)
@@ -154,6 +155,8 @@ class Pool:
                 m.backend, m.state = None, UNLOADED
             self._cond.notify_all()
         self._monitor.join()
+        for thread in list(self._restarts):
+            thread.join()
         self._close_unloaded()
         _open_pools.discard(self)
 
@@ -363,29 +366,45 @@ class Pool:
                     self._cond.wait(max(min(wake) - now, 0.001))
                     continue
             self._close_unloaded()
-            for m in restarts:
-                try:
-                    self._load(m, restart=True)
-                except Exception:  # noqa: BLE001 - logged and scheduled again by _load
-                    pass
+            for m in restarts:  # each on a thread of its own: a slow restart holds up no other model
+                thread = threading.Thread(target=self._restart, args=(m,), name=f"llamahost-restart-{m.name}")
+                self._restarts.add(thread)
+                thread.start()
             if time.monotonic() >= next_check:
                 self._check_health()
                 next_check = time.monotonic() + self.health_interval
 
+    def _restart(self, m: _Model) -> None:
+        try:
+            self._load(m, restart=True)
+        except Exception:  # noqa: BLE001 - logged and scheduled again by _load
+            pass
+        finally:
+            self._restarts.discard(threading.current_thread())
+
+    def _probe(self, backend: Client) -> str | None:
+        """What is wrong with a loaded model's server, or None."""
+        if not backend.running:
+            return "its server stopped"
+        try:
+            status = health_status(backend.url, self.health_timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is the finding
+            return f"/health did not answer in {self.health_timeout:g} s ({type(exc).__name__})"
+        return None if status == 200 else f"/health answered {status}"
+
     def _check_health(self) -> None:
+        """Every loaded model's server probed at once: one that hangs delays none of the others."""
         with self._cond:
             loaded = [(m, m.backend) for m in self._models.values() if m.state == LOADED]
-        for m, backend in loaded:
-            problem = None
-            if not backend.running:
-                problem = "its server stopped"
-            else:
-                try:
-                    status = health_status(backend.url, self.health_timeout)
-                    if status != 200:
-                        problem = f"/health answered {status}"
-                except Exception as exc:  # noqa: BLE001 - any failure to answer is the finding
-                    problem = f"/health did not answer in {self.health_timeout:g} s ({type(exc).__name__})"
+        problems: dict[int, str | None] = {}
+        probes = [threading.Thread(target=lambda i=i, b=b: problems.__setitem__(i, self._probe(b)),
+                                   name="llamahost-health") for i, (_, b) in enumerate(loaded)]
+        for probe in probes:
+            probe.start()
+        for probe in probes:
+            probe.join()
+        for i, (m, backend) in enumerate(loaded):
+            problem = problems.get(i)
             with self._cond:
                 if m.backend is not backend or self._closed:
                     continue

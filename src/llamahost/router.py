@@ -29,6 +29,7 @@ from .pool import Handle, Pool
 from .security import key_matches, warn_if_exposed
 
 PUBLIC_PATHS = ("/health", "/v1/health")  # as llama-server: no API key needed
+MAX_BODY = 100 << 20  # bytes a request body may hold (a few large images, base64-encoded)
 
 
 def _error(status: int, kind: str, message: str) -> Response:
@@ -44,9 +45,10 @@ class Router:
     """Serve ``models`` (name -> Handle of ``pool``) on ``http://host:port``; call close()."""
 
     def __init__(self, pool: Pool, models: Mapping[str, Handle], *, host: str = "127.0.0.1", port: int = 8080,
-                 api_key: str | None = None):
+                 api_key: str | None = None, max_body: int = MAX_BODY):
         self.pool = pool
         self.models = dict(models)
+        self.max_body = max_body
         self.api_keys = [key for key in api_key.split(",") if key] if api_key else []
         self.created = int(time.time())
         warn_if_exposed([host], len(self.api_keys), "the llamahost router")
@@ -74,13 +76,30 @@ class Router:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def refusal(self, target: str, headers: Mapping[str, str]) -> Response | None:
+        """The answer to a request refused before its body is read: a missing API key, or a
+        Content-Length that is not a size this router takes. None: read the body, then route()."""
+        path = target.partition("?")[0]
+        if path in PUBLIC_PATHS:
+            return None
+        if self.api_keys and not self._authorized(headers):
+            return _error(401, "authentication_error", "Invalid API Key")
+        length = headers.get("Content-Length")
+        if length is None and "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+            return _error(411, "invalid_request_error", "a request body needs a Content-Length")
+        if length is not None and not (length.isascii() and length.isdigit()):
+            return _error(400, "invalid_request_error", f"Content-Length {length[:40]!r} is not a size in bytes")
+        if length is not None and int(length) > self.max_body:
+            return _error(413, "invalid_request_error",
+                          f"the request body of {int(length)} bytes is larger than {self.max_body} bytes")
+        return None
+
     def route(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[Response, Chunks | None]:
-        """The answer to one request, as a model's server or the router itself gives it."""
+        """The answer to one request (that ``refusal`` let through), as a model's server or the
+        router itself gives it."""
         path, _, query = target.partition("?")
         if path in PUBLIC_PATHS:
             return _json({"status": "ok"}), None
-        if self.api_keys and not self._authorized(headers):
-            return _error(401, "authentication_error", "Invalid API Key"), None
         if method == "GET" and path in ("/v1/models", "/models"):
             return self._list(), None
         if method == "GET" and path == "/metrics":
@@ -166,10 +185,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._answer("DELETE")
 
     def _answer(self, method: str) -> None:
+        router = self.server.router
+        refused = router.refusal(self.path, self.headers)
+        if refused is not None:
+            self.close_connection = True  # the body, unread, must not be taken for the next request
+            self._send(refused, None)
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        response, chunks = self.server.router.route(method, self.path, self.headers, body)
+        self._send(*router.route(method, self.path, self.headers, body))
+
+    def _send(self, response: Response, chunks: Chunks | None) -> None:
         self.send_response(response.status)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", response.content_type)
         for key, value in response.headers.items():
             self.send_header(key, value)
