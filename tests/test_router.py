@@ -18,6 +18,7 @@ import pytest
 import llamahost
 from llamahost.router import Router, models_in_dir
 from test_cli import free_port
+from test_models import home  # noqa: F401 - an empty library
 from test_pool import alive, wait_until
 
 PARAMS = {"n_ctx": 1024, "parallel": 4, "seed": 7, "metrics": True}
@@ -156,6 +157,19 @@ def test_models_dir_reads_as_llama_server_does(tmp_path):
     assert {name: (path.name, flags) for name, (path, flags) in found.items()} == {
         "a": ("a.gguf", []), "big-00001-of-00002": ("big-00001-of-00002.gguf", []),
         "vision": ("model-Q4_K_M.gguf", ["--mmproj", str(tmp_path / "vision" / "mmproj-model-f16.gguf")])}
+
+
+def test_models_dir_chooses_a_folders_file_as_resolve_does(tmp_path, home):
+    """One rule for a folder of quantizations, from `llamahost serve --models-dir` and from resolve():
+    the largest that fits, not the first by name."""
+    import synthetic
+
+    folder = tmp_path / "models" / "m"
+    folder.mkdir(parents=True)
+    for tag, weights in (("Q2_K", "Q4_0"), ("Q4_K_M", "Q8_0"), ("Q8_0", "F16")):  # sizes grow with the tag
+        synthetic.write_llama(folder / f"m-{tag}.gguf", n_layer=1, weight_type=weights)
+    chosen = models_in_dir(tmp_path / "models")["m"][0]
+    assert chosen == llamahost.resolve(folder).path == folder / "m-Q8_0.gguf"
 
 
 def children(pid: int) -> list[int]:

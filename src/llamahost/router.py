@@ -12,6 +12,7 @@ models served, loaded or not) and /metrics (Prometheus: per model and pool-wide)
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -27,6 +28,8 @@ from .messages import send_normalized
 from .metrics import prometheus
 from .pool import Handle, Pool
 from .security import key_matches, warn_if_exposed
+
+log = logging.getLogger("llamahost")
 
 PUBLIC_PATHS = ("/health", "/v1/health")  # as llama-server: no API key needed
 MAX_BODY = 100 << 20  # bytes a request body may hold (a few large images, base64-encoded)
@@ -218,19 +221,27 @@ class _RequestHandler(BaseHTTPRequestHandler):
 def models_in_dir(directory: str | Path) -> dict[str, tuple[Path, list[str]]]:
     """The models of a folder, read as llama-server's ``--models-dir`` reads it: name ->
     (GGUF, further flags). Each GGUF file is a model named by its file name without
-    ``.gguf`` (projectors skipped); each subfolder is a model named by the folder, its GGUF
-    (a split model's first part) with the projector beside it, if any, as ``--mmproj``."""
+    ``.gguf`` (projectors and later parts of split models skipped); each subfolder is a model
+    named by the folder, its file chosen as ``resolve()`` chooses one in a folder (the best
+    quantization that fits), with its projector as ``--mmproj``. A subfolder holding several
+    models is left out, with a warning naming them."""
+    from .errors import AmbiguousModelError, ModelNotFoundError
+    from .models import resolve
+
     folder = Path(directory)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a directory")
     found: dict[str, tuple[Path, list[str]]] = {}
     for entry in sorted(folder.iterdir()):
         if entry.is_dir():
-            ggufs = sorted(p for p in entry.iterdir() if p.suffix.lower() == ".gguf")
-            projectors = [p for p in ggufs if "mmproj" in p.name.lower()]
-            weights = [p for p in ggufs if p not in projectors and not _later_part(p)]
-            if weights:
-                found[entry.name] = (weights[0], ["--mmproj", str(projectors[0])] if projectors else [])
+            try:
+                model = resolve(entry)
+            except ModelNotFoundError:
+                continue  # no GGUF in it
+            except AmbiguousModelError as exc:
+                log.warning("--models-dir: %s left out: %s", entry, exc)
+                continue
+            found[entry.name] = (model.path, ["--mmproj", str(model.mmproj)] if model.mmproj else [])
         elif entry.suffix.lower() == ".gguf" and "mmproj" not in entry.name.lower() and not _later_part(entry):
             found[entry.stem] = (entry, [])
     return found
