@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import random
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +18,21 @@ import llamahost  # noqa: E402
 from llamahost.demo import demo_model_path  # noqa: E402
 
 import synthetic  # noqa: E402
+
+# The fuzz tests run their fixed seeds, and once more from this seed, new each run
+FUZZ_SEED = int(os.environ.get("LLAMAHOST_FUZZ_SEED") or random.SystemRandom().randrange(1 << 31))
+
+
+def pytest_report_header(config) -> str:
+    return f"fuzz tests: their fixed seeds, and random seed {FUZZ_SEED} (LLAMAHOST_FUZZ_SEED={FUZZ_SEED} repeats it)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "random_seed" in item.name:
+        report.sections.append(("fuzz seed", f"this run's random seed: LLAMAHOST_FUZZ_SEED={FUZZ_SEED} repeats it"))
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,7 @@ class FakeHub:
     drop_once_after: int | None = None  # the next full download sends this many bytes, then the connection drops
     stall_after: int | None = None  # downloads send this many bytes, then wait for `release`
     release: threading.Event = field(default_factory=threading.Event)
+    stalled: threading.Event = field(default_factory=threading.Event)  # set once a download waits for `release`
     corrupt: set[str] = field(default_factory=set)  # file names served with one byte changed
 
     def add_repo(self, repo_id: str, files: dict[str, Path | int], *, gated: bool = False,
@@ -203,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[:cut if cut is not None else stall])
             self.wfile.flush()
             if cut is None:
+                self.hub.stalled.set()
                 self.hub.release.wait()
                 self.wfile.write(data[stall:])
         except (BrokenPipeError, ConnectionResetError):  # the client went away (it was interrupted)

@@ -23,15 +23,11 @@ import pytest
 import llamahost
 from llamahost.router import Router
 from test_models import gguf_files, home, hub, run_cli  # noqa: F401 - the Hub fixtures
-from test_pool import alive, rss_bytes, wait_until
+from procfs import alive, children, cmdline, os_threads, rss_bytes
+from test_pool import wait_until
 
 LONG = {"max_tokens": 100000, "ignore_eos": True}  # a generation that runs until stopped
 N_CTX = 4096  # the tiny model's training context: LONG left alone decodes about this many tokens
-
-
-def os_threads() -> int:
-    """Threads of this process, the engine's C++ threads included."""
-    return len(os.listdir("/proc/self/task"))
 
 
 def idle(client) -> bool:
@@ -152,7 +148,11 @@ def test_pool_close_during_a_load(demo_model, isolation):
     loader = threading.Thread(target=load)
     loader.start()
     wait_until(lambda: handle.state == "loading", 30, "the load's start")
-    time.sleep(0.2)
+    if isolation == "thread":  # the engine is loading the model
+        wait_until(lambda: any(t.name == "llamahost-load" for t in threading.enumerate()), 30, "the engine's load")
+    else:  # the worker process is loading it
+        wait_until(lambda: any("llamahost.worker" in cmdline(pid) for pid in children(os.getpid())), 30,
+                   "the worker's start")
     pool.close()
     loader.join(60)
     assert not loader.is_alive()

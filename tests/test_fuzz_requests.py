@@ -14,16 +14,28 @@ import os
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import llamahost
+from conftest import FUZZ_SEED
 from llamahost.router import Router
 
 EXAMPLES = int(os.environ.get("LLAMAHOST_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large])
+FIXED = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                        HealthCheck.data_too_large])
+RANDOM = settings(FIXED, max_examples=EXAMPLES // 2, derandomize=False)
+
+
+def fuzzed(*strategies, **named_strategies):
+    """A test twice: ``test_x`` on Hypothesis' fixed examples, and ``test_x_random_seed`` on
+    examples drawn from this run's random seed (conftest.FUZZ_SEED, printed when it fails)."""
+    def both(body):
+        fixed = FIXED(given(*strategies, **named_strategies)(body))
+        drawn = seed(FUZZ_SEED)(RANDOM(given(*strategies, **named_strategies)(body)))
+        return fixed, drawn
+    return both
 
 leaf = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()
         | st.text(max_size=24) | st.sampled_from(["", "\x00", "\ud800", "é" * 50]))
@@ -105,9 +117,7 @@ def still_serving(srv) -> None:
     assert srv.complete("Hello", max_tokens=2)["choices"][0]["text"] is not None
 
 
-@FUZZ
-@given(data=st.data())
-def test_every_http_route(target, data):
+def _every_http_route(target, data):
     srv, routes, http = target
     method, path, query = data.draw(route_strategy(routes))
     body = encoded(data.draw(bodies | raw_bodies))
@@ -115,13 +125,19 @@ def test_every_http_route(target, data):
     assert_answered(r.status_code, r.headers.get("content-type", ""), r.content)
 
 
-@FUZZ
-@given(data=st.data())
-def test_every_route_called_directly(target, data):
+test_every_http_route, test_every_http_route_random_seed = fuzzed(data=st.data())(
+    _every_http_route)
+
+
+def _every_route_called_directly(target, data):
     srv, routes, _ = target
     method, path, query = data.draw(route_strategy(routes))
     response = srv.request(method, path + query, encoded(data.draw(bodies | raw_bodies)))
     assert_answered(response.status, response.content_type, response.body)
+
+
+test_every_route_called_directly, test_every_route_called_directly_random_seed = fuzzed(data=st.data())(
+    _every_route_called_directly)
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +149,7 @@ def routed(tiny_model):
             yield http, handle
 
 
-@FUZZ
-@given(data=st.data())
-def test_every_route_through_the_router(target, routed, data):
+def _every_route_through_the_router(target, routed, data):
     _, routes, _ = target
     http, handle = routed
     method, path, query = data.draw(route_strategy(routes))
@@ -147,6 +161,10 @@ def test_every_route_through_the_router(target, routed, data):
                      headers={"Content-Type": "application/json"})
     assert_answered(r.status_code, r.headers.get("content-type", ""), r.content)
     assert handle.stats()["in_flight"] == 0
+
+
+test_every_route_through_the_router, test_every_route_through_the_router_random_seed = fuzzed(data=st.data())(
+    _every_route_through_the_router)
 
 
 ENTRY_POINTS = {
@@ -164,9 +182,7 @@ ENTRY_POINTS = {
 options = st.fixed_dictionaries({}, optional={k: v for k, v in FIELDS.items() if k not in ("messages", "prompt", "stream")})
 
 
-@FUZZ
-@given(name=st.sampled_from(sorted(ENTRY_POINTS)), arg=FIELDS["messages"] | FIELDS["prompt"] | any_json, opts=options)
-def test_every_python_entry_point(target, name, arg, opts):
+def _every_python_entry_point(target, name, arg, opts):
     srv, _, _ = target
     try:
         answer = ENTRY_POINTS[name](srv, arg, opts)
@@ -179,6 +195,11 @@ def test_every_python_entry_point(target, name, arg, opts):
     else:
         if name == "request":
             assert_answered(answer.status, answer.content_type, answer.body)
+
+
+test_every_python_entry_point, test_every_python_entry_point_random_seed = fuzzed(
+    name=st.sampled_from(sorted(ENTRY_POINTS)), arg=FIELDS["messages"] | FIELDS["prompt"] | any_json, opts=options)(
+    _every_python_entry_point)
 
 
 def test_the_server_still_serves_after_the_fuzzing(target, routed):

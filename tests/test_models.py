@@ -277,10 +277,7 @@ def test_interrupted_pull_and_deleted_file_leave_the_library_consistent(hub, hom
     hub.stall_after = 1 << 20
     proc = subprocess.Popen([sys.executable, "-m", "llamahost", "pull", "test-org/chat-GGUF"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not hub.downloads_of("chat-F32.gguf") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    assert hub.stalled.wait(60), "the download did not start"
     proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the download
     _, err = proc.communicate(timeout=60)
     hub.release.set()

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import llamahost
+from procfs import alive, os_threads, rss_bytes
 
 CTX = {"n_ctx": 512, "parallel": 2}
 
@@ -25,19 +26,6 @@ def wait_until(predicate, timeout: float = 30, what: str = "the condition") -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen in {timeout} s")
         time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has freed its memory
-    except FileNotFoundError:
-        return False
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def text(out: dict) -> str:
@@ -117,7 +105,7 @@ def test_a_busy_model_is_not_evicted_the_new_one_waits(tiny_models):
         waiter = threading.Thread(target=lambda: got.append(hb.complete("x", max_tokens=1)))
         waiter.start()
         wait_until(lambda: hb.state == "loading", 10, "b waiting for room")
-        time.sleep(0.3)
+        time.sleep(0.3)  # not a wait for a state: a window in which a wrong eviction would show
         assert ha.state == "loaded" and not got  # a is streaming: b waits
         stream.close()
         waiter.join(30)
@@ -184,7 +172,6 @@ def test_restarts_stop_after_max_restarts_failures_in_five_minutes(tiny_models, 
         with caplog.at_level(logging.ERROR, logger="llamahost.pool"):
             handle._peek().close()
             wait_until(lambda: handle.state == "unloaded", 20, "giving up")
-        time.sleep(0.3)  # several health intervals: nothing restarts it
         assert handle.state == "unloaded" and handle.stats()["restarts"] == 3 and handle.stats()["failures"] == 4
         assert any("4 failures" in r.getMessage() and "not restarted" in r.getMessage() for r in caplog.records)
         assert text(handle.complete("x", max_tokens=1)) is not None  # the next request loads it again
@@ -233,13 +220,13 @@ def test_unloading_a_worker_returns_its_memory(tiny_models):
 
 
 def test_close_leaves_no_worker_and_no_thread(tiny_models):
-    threads_before = set(threading.enumerate())
+    threads_before, os_threads_before = set(threading.enumerate()), os_threads()
     pool = llamahost.Pool(isolation="process", health_interval=0.1)
     handles = [pool.get(m, **CTX) for m in tiny_models[:2]]
     pids = [h.load().pid for h in handles]
     pool.close()
     assert not any(alive(p) for p in pids)
-    assert set(threading.enumerate()) <= threads_before
+    assert set(threading.enumerate()) <= threads_before and os_threads() <= os_threads_before
     with pytest.raises(llamahost.ServerClosedError):
         handles[0].complete("x", max_tokens=1)
 

@@ -19,7 +19,8 @@ import llamahost
 from llamahost.router import Router, models_in_dir
 from test_cli import free_port
 from test_models import home  # noqa: F401 - an empty library
-from test_pool import alive, wait_until
+from procfs import alive, children
+from test_pool import wait_until
 
 PARAMS = {"n_ctx": 1024, "parallel": 4, "seed": 7, "metrics": True}
 
@@ -170,19 +171,6 @@ def test_models_dir_chooses_a_folders_file_as_resolve_does(tmp_path, home):
         synthetic.write_llama(folder / f"m-{tag}.gguf", n_layer=1, weight_type=weights)
     chosen = models_in_dir(tmp_path / "models")["m"][0]
     assert chosen == llamahost.resolve(folder).path == folder / "m-Q8_0.gguf"
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().split(") ", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-    return found
 
 
 @pytest.mark.parametrize("isolation", ["thread", "process"])
