@@ -5,8 +5,9 @@
 1. ``pip wheel`` with the recipe's CMake definitions (wheels/recipes.py), then any ``-D`` given
    (custom CMake arguments, e.g. ``-D CMAKE_CUDA_ARCHITECTURES=86``), in a build directory of its
    own; ccache serves repeated builds.
-2. The platform's repair: auditwheel on Linux, delocate on macOS, delvewheel on Windows (the
-   tool must be installed in this Python), leaving the recipe's system libraries out.
+2. The index's local version label (wheels/label.py: 0.1.0 becomes 0.1.0+cpu), then the platform's
+   repair: auditwheel on Linux, delocate on macOS, delvewheel on Windows (the tool must be installed
+   in this Python), leaving the recipe's system libraries out.
 3. OUT/index/<index>/simple, for ``pip install llamahost --index-url file://.../simple``.
 
 Prints each step's wall time and the wheel's size.
@@ -26,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index import write_index  # noqa: E402
+from label import label  # noqa: E402
 from recipes import RECIPES, Recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
 
     wheel = build(recipe, build_dir, out / "wheels" / recipe.index / "raw", args.defines)
+    wheel = label(wheel, out / "wheels" / recipe.index / "labelled", recipe.index)
     repaired = repair(recipe, wheel, out / "wheels" / recipe.index / "repaired")
     write_index(repaired.parent, out / "index" / recipe.index)
     size = repaired.stat().st_size / 1e6

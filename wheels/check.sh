@@ -16,9 +16,10 @@ $tools/bin/python wheels/build.py "$index" "$@"
 venv=build/wheel-venv-$index
 rm -rf "$venv"
 python -m venv "$venv"
-# the version just built: the extra index (for the dependencies) must not serve a llamahost of its own
+# as the README installs it: the version just built, with its index's label (wheels/label.py), which
+# nothing on the extra index (PyPI, for the dependencies) can carry
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -1)
-"$venv/bin/pip" install -q "llamahost[demo]==$version" --index-url "file://$PWD/dist/index/$index/simple" \
+"$venv/bin/pip" install -q "llamahost[demo]==$version+$index" --index-url "file://$PWD/dist/index/$index/simple" \
     --extra-index-url https://pypi.org/simple
 # from elsewhere, so that `import llamahost` is the installed wheel and not this checkout
 repo=$PWD

@@ -56,12 +56,18 @@ RECIPES: dict[str, Recipe] = {r.index: r for r in (
 def github_env(recipe: Recipe) -> str:
     """Lines for $GITHUB_ENV that make cibuildwheel build and repair this recipe's wheels."""
     settings = " ".join(recipe.config_settings())
-    auditwheel = " ".join(["auditwheel repair", *recipe.auditwheel_args(), "-w {dest_dir} {wheel}"])
-    delvewheel = " ".join(["delvewheel repair", *map(shlex.quote, recipe.delvewheel_args()), "-w {dest_dir} {wheel}"])
+    # the index's local version label first (wheels/label.py), then the platform's repair of that wheel
+    label = f"python {{project}}/wheels/label.py {{wheel}} {{dest_dir}}/labelled {recipe.index}"
+    labelled = "{dest_dir}/labelled/*.whl"
+    auditwheel = " ".join([label, "&& auditwheel repair", *recipe.auditwheel_args(), "-w {dest_dir}", labelled])
+    delvewheel = " ".join([label, "&& delvewheel repair", *map(shlex.quote, recipe.delvewheel_args()),
+                           "-w {dest_dir}", labelled])
+    delocate = " ".join([label, "&& delocate-wheel --require-archs {delocate_archs} -w {dest_dir}", labelled])
     return "\n".join([
         f"CIBW_CONFIG_SETTINGS={settings}",
         f"CIBW_REPAIR_WHEEL_COMMAND_LINUX={auditwheel}",
         f"CIBW_REPAIR_WHEEL_COMMAND_WINDOWS={delvewheel}",
+        f"CIBW_REPAIR_WHEEL_COMMAND_MACOS={delocate}",
         # the GPU backend may not load on the test runner: the smoke test then checks the fallback
         f"LLAMAHOST_WHEEL_BACKEND={recipe.backend}",
     ])
