@@ -221,6 +221,11 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             out[param.name] = int(raw)
         elif param.convert is _int:
             raise ValueError(f"{param.env}={raw!r}: expected an integer")
+        elif param.convert is _numbers:
+            try:
+                out[param.name] = [float(v) for v in raw.split(",")]
+            except ValueError:
+                raise ValueError(f"{param.env}={raw!r}: expected numbers separated by commas") from None
         else:
             out[param.name] = raw
     return out
