@@ -122,17 +122,21 @@ print(json.dumps(out))
 """
 
 
-def test_xllamacpps_calls_work_unchanged(demo_model, tmp_path):
+def test_xllamacpps_calls_work_unchanged(tmp_path):
     """The same calls through xllamacpp and llamahost: the NodeTool seed's (kv_cache_type=""), each
     cache type xllamacpp knows, device lists with and without CPU entries (as lh.devices() lists
     them on a GPU machine), a projector. Both accept them and answer the same fields and types; the
-    tensor_split llamahost returns starts a Server as it is."""
+    tensor_split llamahost returns starts a Server as it is. (A model with a 32k vocabulary:
+    xllamacpp reads every token in Python, at each call.)"""
     import dataclasses
 
-    projector = synthetic.write_projector(tmp_path / "mmproj-demo-f16.gguf")
+    demo_model = synthetic.write_model(tmp_path / "model.gguf", "llama", vocab="phi-3", n_layer=4, n_embd=256,
+                                       n_ff=512)
+    (tmp_path / "projector").mkdir()  # not beside the model: a Server would take it for the model's
+    projector = synthetic.write_projector(tmp_path / "projector" / "mmproj-demo-f16.gguf")
     cpu = {"name": "CPU", "memory_free": 16 << 30, "memory_total": 16 << 30, "type": "cpu"}
-    gpu = {"name": "CUDA0", "memory_free": 200 << 20, "memory_total": 200 << 20, "type": "gpu"}
-    gpu1 = dict(gpu, name="CUDA1", memory_free=100 << 20)
+    gpu = {"name": "CUDA0", "memory_free": 60 << 20, "memory_total": 60 << 20, "type": "gpu"}
+    gpu1 = dict(gpu, name="CUDA1", memory_free=30 << 20)
     calls = [dict(gpus=[gpu], kv_cache_type=kv) for kv in ("", "f16", "q8_0", "q4_0")]
     calls += [dict(gpus=gpus, kv_cache_type="") for gpus in ([cpu], [gpu, cpu], [gpu, gpu1, cpu], [gpu, gpu1])]
     calls += [dict(gpus=[gpu, cpu], kv_cache_type="", projectors=[str(projector)])]
