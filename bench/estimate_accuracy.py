@@ -17,7 +17,7 @@ import sys
 import time
 
 import llamahost
-from llamahost.demo import demo_model_path
+from llamahost.models.demo import demo_model_path
 
 CASES = [(n_ctx, kv) for n_ctx in (512, 4096, 32768) for kv in ("f16", "q8_0")]
 

@@ -16,9 +16,9 @@ import sys
 import time
 
 import llamahost
-from llamahost._peers import llama_server
-from llamahost.bench import SHORT_REQUEST, interleaved_overheads
-from llamahost.demo import demo_model_path
+from llamahost.bench.peers import llama_server
+from llamahost.bench.run import SHORT_REQUEST, interleaved_overheads
+from llamahost.models.demo import demo_model_path
 
 FLAGS = ["-c", "2048", "-np", "1", "-t", "2", "-lv", "1"]
 TRIALS = 5

@@ -20,9 +20,9 @@ from contextlib import ExitStack
 import httpx
 
 import llamahost
-from llamahost._peers import llama_server, llamahost_serve
-from llamahost.bench import N_CTX, N_GEN, PARALLEL, PROMPT, THREADS, interleaved_overheads
-from llamahost.demo import demo_model_path
+from llamahost.bench.peers import llama_server, llamahost_serve
+from llamahost.bench.run import N_CTX, N_GEN, PARALLEL, PROMPT, THREADS, interleaved_overheads
+from llamahost.models.demo import demo_model_path
 
 
 def generation_tps(urls: dict[str, str], trials: int) -> dict[str, list[float]]:

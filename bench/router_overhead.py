@@ -24,8 +24,8 @@ import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 from llamahost import Pool
-from llamahost.client import HTTPClient
-from llamahost.router import Router
+from llamahost.engine.client import HTTPClient
+from llamahost import Router
 
 
 def latencies(clients: dict[str, HTTPClient], body: dict, path: str, n: int) -> dict[str, list[float]]:
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--isolation", nargs="+", default=["thread", "process"])
     args = parser.parse_args()
     if args.model is None:
-        from llamahost.demo import demo_model_path
+        from llamahost.models.demo import demo_model_path
 
         args.model = str(demo_model_path())
     print(f"model {args.model}; {args.requests} requests per route and path, {args.clients} clients x "

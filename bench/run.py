@@ -2,6 +2,6 @@
 
 import sys
 
-from llamahost.bench import main
+from llamahost.bench.run import main
 
 sys.exit(main())

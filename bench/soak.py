@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 import llamahost
-from llamahost.demo import demo_model_path
+from llamahost.models.demo import demo_model_path
 
 PROMPTS = ["Write a sentence about the sea.", "List three colours.", "Count to five.", "Name a city."]
 

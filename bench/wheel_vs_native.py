@@ -8,7 +8,7 @@ Python, rounds interleaved.
 Generation runs on one thread and is counted per CPU-second of the engine's process (128 tokens
 after a five-token prompt): the speed of the code itself, which other work on a shared machine
 leaves alone, where wall-clock tokens/s there varies tenfold. Wall-clock tokens/s (the best trial)
-is printed beside it. The engines run through llamahost.bench's adapters; xllamacpp's comes from
+is printed beside it. The engines run through llamahost.bench.run's adapters; xllamacpp's comes from
 bench/.venv (bash bench/setup_peers.sh).
 """
 
@@ -31,8 +31,8 @@ import json, resource, sys, time
 start = time.perf_counter()
 import {module}
 import_ms = (time.perf_counter() - start) * 1000
-import llamahost.bench as bench
-from llamahost.demo import demo_model_path
+import llamahost.bench.run as bench
+from llamahost.models.demo import demo_model_path
 bench.THREADS = 1
 out = {{"import_ms": import_ms, "cpu_tps": [], "wall_tps": []}}
 if "{module}" == "llamahost":
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--xllamacpp-python", default=str(ROOT / "bench" / ".venv" / "bin" / "python"))
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    engines = {  # label: (python, module whose import is timed, llamahost.bench adapter)
+    engines = {  # label: (python, module whose import is timed, llamahost.bench.run adapter)
         NATIVE: (args.native_python, "llamahost", "llamahost (Python)"),
         "llamahost, portable CPU wheel": (args.wheel_python, "llamahost", "llamahost (Python)"),
         "xllamacpp CPU wheel": (args.xllamacpp_python, "xllamacpp", "xllamacpp (Python)"),

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import llamahost  # noqa: E402
-from llamahost.demo import demo_model_path  # noqa: E402
+from llamahost.models.demo import demo_model_path  # noqa: E402
 
 import synthetic  # noqa: E402
 

@@ -53,7 +53,7 @@ def write_seeds(folder: Path) -> list[list[Path]]:
     """Real GGUFs (llama.cpp's vocabulary files) and tiny synthetic models that load, one a
     split GGUF (each seed: its files, the first part first)."""
     import synthetic
-    from llamahost.modelinfo import split_parts
+    from llamahost.gguf.info import split_parts
 
     folder.mkdir(parents=True, exist_ok=True)
     template = (synthetic.TEMPLATE_DIR / "Qwen-Qwen3-0.6B.jinja").read_text()

@@ -12,7 +12,7 @@ import json
 import httpx
 import pytest
 
-from llamahost._peers import llama_server, llamahost_serve
+from llamahost.bench.peers import llama_server, llamahost_serve
 
 FLAGS = ["-c", "2048", "-np", "2", "--seed", "42", "-t", "2", "--metrics", "--slots", "-lv", "1", "--jinja"]
 CHAT = {"messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 12, "temperature": 0}

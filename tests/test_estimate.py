@@ -212,7 +212,7 @@ def test_closed_form_when_the_engine_cannot_read_the_model(tmp_path):
 
 
 def test_n_ctx_zero_means_as_large_as_fits(tmp_path, demo_model):
-    from llamahost.estimate import fitted_context
+    from llamahost.planning.estimate import fitted_context
 
     # trained on 64M tokens: its full KV cache (tens of GiB) cannot fit this machine's memory
     huge = synthetic.write_model(tmp_path / "long.gguf", "llama", n_ctx_train=1 << 26)

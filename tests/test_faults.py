@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 import llamahost
-from llamahost.router import Router
+from llamahost import Router
 from test_models import gguf_files, home, hub, run_cli  # noqa: F401 - the Hub fixtures
 from procfs import alive, children, cmdline, os_threads, rss_bytes
 from test_pool import wait_until
@@ -165,7 +165,7 @@ def test_pool_close_during_a_load(demo_model, isolation):
     if isolation == "thread":  # the engine is loading the model
         wait_until(lambda: any(t.name == "llamahost-load" for t in threading.enumerate()), 30, "the engine's load")
     else:  # the worker process is loading it
-        wait_until(lambda: any("llamahost.worker" in cmdline(pid) for pid in children(os.getpid())), 30,
+        wait_until(lambda: any("llamahost.serving.worker" in cmdline(pid) for pid in children(os.getpid())), 30,
                    "the worker's start")
     pool.close()
     loader.join(60)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import llamahost
 from conftest import FUZZ_SEED
-from llamahost.router import Router
+from llamahost import Router
 
 EXAMPLES = int(os.environ.get("LLAMAHOST_FUZZ_EXAMPLES", "200"))
 FIXED = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -8,7 +8,7 @@ import ctypes
 import pytest
 
 import llamahost
-from llamahost import heap
+from llamahost.core import heap
 
 
 class MallInfo2(ctypes.Structure):

@@ -14,7 +14,7 @@ import pytest
 import llamahost
 import synthetic
 from llamahost import ChatTemplate, normalize_messages
-from llamahost.router import Router
+from llamahost import Router
 
 VOCAB = synthetic.VOCAB_DIR / "ggml-vocab-llama-spm.gguf"  # the smallest real vocabulary: 80 ms to load
 TEMPLATES = sorted(synthetic.TEMPLATE_DIR.glob("*.jinja"))

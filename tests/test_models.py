@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,8 +22,8 @@ import llamahost
 import synthetic
 from hub_server import TOKEN, FakeHub
 from llamahost import (AmbiguousModelError, ChecksumError, DownloadError, GatedModelError, ModelNotFoundError,
-                       list_models, list_quantizations, pull, remove_model, resolve, search_models)
-from llamahost.variants import group, quant_tag
+                       list_models, list_quantizations, pull, resolve, search_models)
+from llamahost.models.variants import group, quant_tag
 
 HUGE = 1 << 50  # a listed file no machine here holds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import llamahost
-from llamahost import config
+from llamahost.core import config
 
 
 def test_unknown_parameter_names_it(tiny_model):
@@ -77,7 +77,7 @@ def test_from_args_takes_llama_server_flags_verbatim(tiny_model):
 # (no engine thread to inherit): the parse must come back to Python, whatever the option does.
 _EVERY_OPTION = r"""
 import json, os, sys
-from llamahost import _native
+from llamahost.core import _native
 
 RETURNED = 77
 options = json.loads(sys.argv[1])
@@ -143,7 +143,7 @@ def test_a_template_upstream_cannot_verify_is_an_error_not_an_exit(tiny_model):
 
 _STDERR_WRITER = r"""
 import os, sys, threading
-from llamahost import _native
+from llamahost.core import _native
 
 def write():
     for i in range(3000):

@@ -18,7 +18,7 @@ import pytest
 
 import llamahost
 import synthetic
-from llamahost import preflight
+from llamahost.gguf import preflight
 
 LLAMA_SRC = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "src"
 SMALL = dict(n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_ctx_train=256)
@@ -61,7 +61,7 @@ def rewrite(src: Path, dst: Path, metadata: dict | None = None, tensor_types: di
 
 ENGINE_ALONE = textwrap.dedent("""
     import sys
-    from llamahost import _native
+    from llamahost.core import _native
     engine = _native.Engine(["-m", sys.argv[1], "-c", "256", "-np", "1", "-t", "1", "--port", "0"])
     engine.start()
     status, _, _, body, _ = engine.call("POST", "/completion", b'{"prompt": "Hi", "n_predict": 2}')

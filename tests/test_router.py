@@ -16,7 +16,7 @@ import openai
 import pytest
 
 import llamahost
-from llamahost.router import Router, models_in_dir
+from llamahost.serving.router import Router, models_in_dir
 from test_cli import free_port
 from test_models import home  # noqa: F401 - an empty library
 from procfs import alive, children

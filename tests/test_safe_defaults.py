@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import warnings
 
 import httpx
 import pytest
 
 import llamahost
-from llamahost.router import Router
-from llamahost.security import ExposedServerWarning, is_loopback, key_matches
+from llamahost import Router
+from llamahost.core.security import ExposedServerWarning, is_loopback, key_matches
 from test_cli import free_port
-from test_pool import wait_until
 
 UNBINDABLE = "192.0.2.1"  # TEST-NET-1: no machine holds it, so nothing is ever exposed
 PUBLIC = ("/health", "/v1/health")

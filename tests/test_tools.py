@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 import llamahost
 import synthetic
-from llamahost.tools import scan_calls, tool_grammar
+from llamahost.chat.tools import scan_calls, tool_grammar
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city",
@@ -112,7 +112,7 @@ def test_tool_history_is_written_into_the_prompt_for_a_template_without_tool_syn
             "name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 18}'},
     ]
-    from llamahost.tools import emulated_request
+    from llamahost.chat.tools import emulated_request
 
     request, _ = emulated_request({"messages": history, "tools": TOOLS})
     prompt = server.request("POST", "/apply-template", request).json()["prompt"]

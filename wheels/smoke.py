@@ -70,7 +70,7 @@ def check_backends(backend: str) -> dict:
 
 def check_chat() -> None:
     import llamahost
-    from llamahost.demo import demo_model_path
+    from llamahost.models.demo import demo_model_path
 
     with llamahost.Server(demo_model_path(), n_ctx=512) as srv:
         out = srv.chat([{"role": "user", "content": "Name three colours."}], max_tokens=24, temperature=0)

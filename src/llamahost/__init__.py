@@ -5,27 +5,37 @@
         srv.chat([{"role": "user", "content": "hi"}], max_tokens=32)
 """
 
-from .devices import devices, system_info, use_backend
-from .estimate import DeviceEstimate, Estimate, MemoryEstimate, estimate, estimate_gpu_layers
-from .modelinfo import ModelInfo, inspect
-from .errors import APIError, InvalidModelError, LlamahostError, ModelLoadError, ServerClosedError
-from .errors import (AmbiguousModelError, ChecksumError, DownloadError, GatedModelError, ModelNotFoundError,
-                     ModelReferenceError)
-from .hub import list_quantizations, pull, search_models
-from .library import list_models, remove_model
-from .models import ResolvedModel, resolve
-from .client import Response
-from .pool import Handle, Pool
-from .server import Server
-from .messages import Normalized, normalize_messages
-from .template import ChatTemplate, chat_template
-from .tokens import TokenCount, count_tokens, estimate_tokens
-from .provider import Provider
-
-__version__ = "0.1.0"
+from ._version import __version__
+from .chat.messages import Normalized, normalize_messages
+from .core.devices import devices, system_info, use_backend
+from .core.transport import Response
+from .engine.server import Server
+from .engine.template import ChatTemplate, chat_template
+from .engine.tokens import TokenCount, count_tokens, estimate_tokens
+from .errors import (
+                     AmbiguousModelError,
+                     APIError,
+                     ChecksumError,
+                     DownloadError,
+                     GatedModelError,
+                     InvalidModelError,
+                     LlamahostError,
+                     ModelLoadError,
+                     ModelNotFoundError,
+                     ModelReferenceError,
+                     ServerClosedError,
+)
+from .gguf.info import ModelInfo, inspect
+from .models.hub import list_quantizations, pull, search_models
+from .models.library import list_models, remove_model
+from .models.resolve import ResolvedModel, resolve
+from .planning.estimate import DeviceEstimate, Estimate, MemoryEstimate, estimate, estimate_gpu_layers
+from .serving.pool import Handle, Pool
+from .serving.provider import Provider
+from .serving.router import Router
 
 __all__ = [
-    "APIError", "DeviceEstimate", "Estimate", "Handle", "InvalidModelError", "LlamahostError", "ModelInfo",
+    "APIError", "DeviceEstimate", "Estimate", "Handle", "Router", "InvalidModelError", "LlamahostError", "ModelInfo",
     "MemoryEstimate", "ModelLoadError", "Pool", "Response", "Server", "ServerClosedError", "devices", "estimate",
     "estimate_gpu_layers", "inspect",
     "AmbiguousModelError", "ChecksumError", "DownloadError", "GatedModelError", "ModelNotFoundError",

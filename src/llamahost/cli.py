@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from itertools import takewhile
 from pathlib import Path
-from typing import Iterator
 
-from . import __version__
-from .server import _arg_value, take_option
+from ._version import __version__
+from .core.cmdline import read as read_command_line
+from .core.cmdline import take_option
 
 SERVE_HELP = """\
 usage: llamahost serve [MODEL] [llama-server options ...]
@@ -52,7 +49,7 @@ def _human(n: int) -> str:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from .devices import devices, system_info
+    from .core.devices import devices, system_info
 
     found = devices()
     if args.json:
@@ -71,9 +68,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .gguf import ArraySummary
-    from .modelinfo import inspect
-    from .models import resolve
+    from .gguf.info import inspect
+    from .gguf.reader import ArraySummary
+    from .models.resolve import resolve
 
     info = inspect(resolve(args.model).path)
     fields = {k: v for k, v in vars(info).items() if k not in ("metadata", "tensors", "parts", "path")}
@@ -96,7 +93,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _parse_device(text: str) -> dict:
-    from .config import parse_size
+    from .core.config import parse_size
 
     name, sep, size = text.partition("=")
     try:
@@ -109,8 +106,8 @@ def _parse_device(text: str) -> dict:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from .estimate import estimate
-    from .models import resolve
+    from .models.resolve import resolve
+    from .planning.estimate import estimate
 
     params = {"n_ctx": args.ctx, "parallel": args.parallel, "cache_type_k": args.cache_type_k,
               "cache_type_v": args.cache_type_v}
@@ -144,7 +141,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .hub import pull
+    from .models.hub import pull
 
     try:
         model = pull(args.ref)
@@ -161,7 +158,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .library import Library
+    from .models.library import Library
 
     library = Library()
     for name in library.prune():
@@ -177,7 +174,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from .library import Library
+    from .models.library import Library
 
     library = Library()
     model = library.one(args.ref)
@@ -192,7 +189,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .errors import ModelNotFoundError
-    from .hub import list_quantizations, parse_ref, search_models
+    from .models.hub import list_quantizations, parse_ref, search_models
 
     ref = parse_ref(args.query)
     if ref is not None and ref.tag is None and ref.file is None:  # a repository: its quantizations
@@ -218,17 +215,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names_model(flags: list[str]) -> bool:
-    model_flags = ("-m", "--model", "-hf", "--hf-repo", "-mu", "--model-url")
-    return any(f in model_flags or f.split("=", 1)[0] in model_flags for f in flags) or bool(
-        os.environ.get("LLAMA_ARG_MODEL"))
-
-
 def cmd_serve(argv: list[str]) -> int:
-    from . import _native
-    from .config import exiting_options
-    from .errors import LlamahostError
-    from .server import Server
+    from .core import _native, cmdline
+    from .core.config import exiting_options
+    from .serving.serve import serve
 
     if any(a in ("-h", "--help", "--usage") for a in argv):
         print(SERVE_HELP, flush=True)
@@ -242,59 +232,29 @@ def cmd_serve(argv: list[str]) -> int:
         _native.exit_as_llama_server(argv[len(models):])
     flags = list(argv)
     if flags and not flags[0].startswith("-"):
-        from .models import resolve
+        from .models.resolve import resolve
 
         try:
             flags = resolve(flags[0]).server_flags(flags[1:])
         except (ValueError, OSError) as exc:
             print(f"llamahost serve: {exc}", file=sys.stderr)
             return 2
-    if not _names_model(flags):
-        from .demo import demo_model_path
+    try:
+        named = cmdline.read(flags)["model"]
+    except ValueError as exc:
+        print(f"llamahost serve: {exc}", file=sys.stderr)
+        return 2
+    if not named:
+        from .models.demo import demo_model_path
 
         flags = ["--model", str(demo_model_path())] + flags
 
-    with _stop_on_signals() as stop:
-        try:
-            server = Server.from_args(flags)
-        except (ValueError, OSError, RuntimeError, LlamahostError) as exc:  # LlamahostError: a model the engine refuses
-            print(f"llamahost serve: {exc}", file=sys.stderr)
-            return 2
-        try:
-            print(f"llamahost: serving {server.model_path} at {server.url} (OpenAI API under {server.url}/v1); "
-                  "Ctrl-C stops", flush=True)
-            while not stop.wait(0.5):
-                if not server.running:
-                    print("llamahost: the server stopped", file=sys.stderr)
-                    return 1
-        finally:
-            print("llamahost: stopping ...", flush=True)
-            server.close()
-    return 0
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event that SIGINT or SIGTERM sets; a second signal exits at once."""
-    stop = threading.Event()
-
-    def on_signal(*_: object) -> None:
-        if stop.is_set():  # a second Ctrl-C: do not wait for a clean stop
-            os._exit(130)
-        stop.set()
-
-    # installed even where SIGINT was ignored (a background job), as llama-server does
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return serve(flags)
 
 
 def _model_names(models: list[str], models_dir: str | None) -> dict[str, tuple[str, list[str]]]:
     """name -> (model, its own flags), from NAME=MODEL or MODEL positionals and a models folder."""
-    from .router import models_in_dir
+    from .serving.router import models_in_dir
 
     found: list[tuple[str, str, list[str]]] = []
     for model in models:
@@ -318,8 +278,9 @@ def _model_names(models: list[str], models_dir: str | None) -> dict[str, tuple[s
 def cmd_serve_models(models: list[str], flags: list[str]) -> int:
     """Several models behind one endpoint (see SERVE_HELP)."""
     from .errors import LlamahostError
-    from .pool import Pool
-    from .router import Router
+    from .serving.pool import Pool
+    from .serving.router import Router
+    from .serving.serve import stop_on_signals
 
     try:
         options = {}
@@ -336,13 +297,13 @@ def cmd_serve_models(models: list[str], flags: list[str]) -> int:
         return 2
     if "--metrics" not in flags:
         flags.append("--metrics")  # the models' own series in the endpoint's /metrics
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         try:
             handles = {name: pool.get(model, args=flags + own + ["--alias", name])
                        for name, (model, own) in named.items()}
             router = Router(pool, handles, host=host or os.environ.get("LLAMA_ARG_HOST", "127.0.0.1"),
                             port=int(port or os.environ.get("LLAMA_ARG_PORT", 8080)),
-                            api_key=_arg_value(flags, ("--api-key",), os.environ.get("LLAMA_ARG_API_KEY")))
+                            api_key=",".join(read_command_line(flags)["api_keys"]) or None)
         except (ValueError, OSError, LlamahostError) as exc:
             pool.close()
             print(f"llamahost serve: {exc}", file=sys.stderr)
@@ -365,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(argv[1:])  # llama-server's own parser reads the rest
     if argv and argv[0] == "bench":
         try:
-            from .bench import main as bench_main
+            from .bench.run import main as bench_main
         except ModuleNotFoundError as exc:
             print(f"llamahost bench needs {exc.name}: pip install 'llamahost[bench]'", file=sys.stderr)
             return 2
