@@ -17,25 +17,29 @@ import statistics
 import sys
 from contextlib import ExitStack
 
-import httpx
 
 import llamahost
 from llamahost.bench.peers import llama_server, llamahost_serve
-from llamahost.bench.run import N_CTX, N_GEN, PARALLEL, PROMPT, THREADS, interleaved_overheads
+from llamahost.bench.run import N_CTX, N_GEN, PARALLEL, PROMPT, THREADS, HTTPEngine, interleaved_overheads
 from llamahost.models.demo import demo_model_path
 
 
 def generation_tps(urls: dict[str, str], trials: int) -> dict[str, list[float]]:
+    """Generation tok/s of each way, taking turns in a new order each trial (the benchmark's adapter)."""
     tps: dict[str, list[float]] = {name: [] for name in urls}
-    with httpx.Client(timeout=600) as client:
+    engines = {name: HTTPEngine() for name in urls}
+    for name, engine in engines.items():
+        engine.url = urls[name]
+    try:
         for trial in range(trials):
             order = list(urls)
             random.shuffle(order)
             for name in order:
-                body = {"prompt": f"Trial {trial}. {PROMPT}", "max_tokens": N_GEN, "temperature": 0,
-                        "ignore_eos": True, "cache_prompt": False}
-                out = client.post(urls[name] + "/v1/completions", json=body).json()
-                tps[name].append(out["timings"]["predicted_per_second"])
+                _, timings = engines[name].complete(f"Trial {trial}. {PROMPT}", N_GEN)
+                tps[name].append(timings["predicted_per_second"])
+    finally:
+        for engine in engines.values():
+            engine.close_client()
     return tps
 
 

@@ -11,9 +11,7 @@ The create/close check reports RSS growth and threads left over N servers after 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
 import sys
 import threading
 import time
@@ -23,18 +21,11 @@ from pathlib import Path
 import httpx
 
 import llamahost
+from llamahost.bench.leaks import create_close
+from llamahost.bench.procfs import rss_bytes
 from llamahost.models.demo import demo_model_path
 
 PROMPTS = ["Write a sentence about the sea.", "List three colours.", "Count to five.", "Name a city."]
-
-
-def rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-
-
-def os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
 
 
 def client(url: str, index: int, deadline: float, counts: Counter, errors: list, lock: threading.Lock) -> None:
@@ -77,7 +68,7 @@ def soak(model: Path, minutes: float, clients: int, warmup: float, cache_ram: in
             t.start()
         samples = []
         while any(t.is_alive() for t in threads):
-            samples.append((round(time.monotonic() - started, 1), rss(), sum(counts.values())))
+            samples.append((round(time.monotonic() - started, 1), rss_bytes(), sum(counts.values())))
             time.sleep(5)
         for t in threads:
             t.join()
@@ -89,22 +80,6 @@ def soak(model: Path, minutes: float, clients: int, warmup: float, cache_ram: in
                 "outcomes": dict(counts), "errors": errors[:20], "rss_after_warmup": after_warmup, "rss_end": final,
                 "rss_drift_percent": round(100 * (final - after_warmup) / after_warmup, 2),
                 "rss_max": max(r for _, r, _ in samples), "samples": samples}
-
-
-def create_close(model: Path, times: int) -> dict:
-    with llamahost.Server(model, n_ctx=256) as srv:  # what a first load sets up once stays
-        srv.complete("x", max_tokens=1)
-    gc.collect()
-    before, threads, py_threads = rss(), os_threads(), len(threading.enumerate())
-    started = time.monotonic()
-    for _ in range(times):
-        with llamahost.Server(model, n_ctx=256) as srv:
-            srv.complete("x", max_tokens=1)
-    gc.collect()
-    return {"model": str(model), "servers": times, "seconds": round(time.monotonic() - started, 1),
-            "rss_before": before, "rss_after": rss(), "rss_growth_mib": round((rss() - before) / 2**20, 2),
-            "os_threads_before": threads, "os_threads_after": os_threads(),
-            "python_threads_before": py_threads, "python_threads_after": len(threading.enumerate())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                "soak": soak(model, args.minutes, args.clients, args.warmup, args.cache_ram)}
     cc, s = results["create_close"], results["soak"]
     print(f"create/close: {cc['servers']} servers in {cc['seconds']} s, RSS {cc['rss_growth_mib']:+.2f} MiB, "
-          f"threads {cc['os_threads_before']} -> {cc['os_threads_after']} (Python {cc['python_threads_before']} -> "
-          f"{cc['python_threads_after']})")
+          f"threads {cc['os_threads_before']} -> {cc['os_threads_after']} (Python threads left: "
+          f"{', '.join(cc['python_threads_left']) or 'none'})")
     print(f"soak: {s['clients']} clients, {s['minutes']} min, {s['requests']} requests, outcomes {s['outcomes']} "
           f"({s['sent_again']} sent again on a new connection), prompt cache {s['cache_ram_mib']} MiB, "
           f"RSS {s['rss_after_warmup'] / 2**20:.1f} -> {s['rss_end'] / 2**20:.1f} MiB ({s['rss_drift_percent']:+.2f} %), "

@@ -7,7 +7,6 @@ Loopback only; every loop is bounded."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import resource
 import signal
@@ -23,7 +22,8 @@ import pytest
 import llamahost
 from llamahost import Router
 from test_models import gguf_files, home, hub, run_cli  # noqa: F401 - the Hub fixtures
-from procfs import alive, children, cmdline, os_threads, rss_bytes
+from llamahost.bench.leaks import create_close
+from llamahost.bench.procfs import alive, children, cmdline, os_threads
 from test_pool import wait_until
 
 LONG = {"max_tokens": 100000, "ignore_eos": True}  # a generation that runs until stopped
@@ -319,14 +319,6 @@ def test_an_unwritable_cache_during_a_download(hub, home):
 # -- leaks ---------------------------------------------------------------------------------------
 
 def test_fifty_servers_created_and_closed(tiny_model):
-    with llamahost.Server(tiny_model, n_ctx=256) as srv:  # what a first load sets up once stays
-        srv.complete("x", max_tokens=1)
-    gc.collect()
-    rss, threads, py_threads = rss_bytes(os.getpid()), os_threads(), set(threading.enumerate())
-    for _ in range(50):
-        with llamahost.Server(tiny_model, n_ctx=256) as srv:
-            srv.complete("x", max_tokens=1)
-    gc.collect()
-    growth = rss_bytes(os.getpid()) - rss
-    assert growth < 10 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over 50 servers"
-    assert os_threads() == threads and set(threading.enumerate()) == py_threads
+    result = create_close(tiny_model, 50)
+    assert result["rss_growth_mib"] < 10, f"RSS grew by {result['rss_growth_mib']} MiB over 50 servers"
+    assert result["os_threads_after"] == result["os_threads_before"] and result["python_threads_left"] == []

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 import llamahost
-from procfs import os_threads
+from llamahost.bench.procfs import os_threads
 
 
 def test_close_during_a_stream_ends_it_with_a_clear_error(tiny_model):

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import llamahost
-from procfs import alive, os_threads, rss_bytes
+from llamahost.bench.procfs import alive, os_threads, rss_bytes
 
 CTX = {"n_ctx": 512, "parallel": 2}
 

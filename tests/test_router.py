@@ -19,7 +19,7 @@ import llamahost
 from llamahost.serving.router import Router, models_in_dir
 from test_cli import free_port
 from test_models import home  # noqa: F401 - an empty library
-from procfs import alive, children
+from llamahost.bench.procfs import alive, children
 from test_pool import wait_until
 
 PARAMS = {"n_ctx": 1024, "parallel": 4, "seed": 7, "metrics": True}

@@ -194,20 +194,33 @@ void load(const std::string & forced, backend_state & state) {
 
 #else  // the backends are linked in: nothing to load, only the CPU can be chosen instead
 
+// A GPU device: not the CPU, nor an accelerator that helps it (BLAS, AMX), which registers too.
+bool is_gpu(ggml_backend_dev_t dev) {
+    const auto type = ggml_backend_dev_type(dev);
+    return type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU;
+}
+
 void load(const std::string & forced, backend_state & state) {
-    std::vector<ggml_backend_reg_t> gpus;
+    std::vector<ggml_backend_reg_t> gpus;  // registrations with GPU devices, or the build's GPU backend without one
     size_t n_gpu_devices = 0;
     for (size_t i = 0; i < ggml_backend_reg_count(); i++) {
         ggml_backend_reg_t reg = ggml_backend_reg_get(i);
-        if (ggml_backend_reg_by_name("CPU") != reg) {
+        const size_t n_dev = ggml_backend_reg_dev_count(reg);
+        size_t n_gpu = 0;
+        for (size_t d = 0; d < n_dev; d++) {
+            n_gpu += is_gpu(ggml_backend_reg_dev_get(reg, d)) ? 1 : 0;
+        }
+        if (n_gpu > 0 || (n_dev == 0 && lower(ggml_backend_reg_name(reg)) == LLAMAHOST_BACKEND)) {
             gpus.push_back(reg);
-            n_gpu_devices += ggml_backend_reg_dev_count(reg);
+            n_gpu_devices += n_gpu;
         }
     }
-    if (forced == "cpu") {
+    if (forced == "cpu" || n_gpu_devices == 0) {  // a GPU backend without a device is of no use: unregistered
         for (ggml_backend_reg_t reg : gpus) {
             ggml_backend_unload(reg);
         }
+    }
+    if (forced == "cpu") {
         state.active = "cpu";
         return;
     }

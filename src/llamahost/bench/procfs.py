@@ -1,5 +1,6 @@
 """What /proc says of a process: its OS threads (the engine's C++ threads included, which
-``threading`` does not see), its resident memory, whether it still lives."""
+``threading`` does not see), its resident memory, whether it still lives, its children. For the
+measurements (bench/soak.py) and the tests' leak checks alike."""
 
 from __future__ import annotations
 
