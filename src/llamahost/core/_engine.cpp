@@ -6,6 +6,7 @@
 #include "server-context.h"
 #include "server-http.h"
 #include "server-stream.h"
+#include "ui.h"
 
 #include "arg.h"
 #include "build-info.h"
@@ -28,6 +29,7 @@
 #include <iterator>
 #include <set>
 #include <stdexcept>
+#include <unordered_set>
 
 // upstream's parser without its exits (patches/0007-parse-without-exit.patch)
 bool common_params_parse_in_process(int argc, char ** argv, common_params & params, llama_example ex, std::string & error);
@@ -319,7 +321,9 @@ engine::engine(const std::vector<std::string> & args) : params_(std::make_unique
         throw std::invalid_argument("no model given (-m PATH): router mode is not run in-process");
     }
     if (!params_->cors_origins_explicit) {
-        params_->cors_origins = "";  // CORS off unless asked for (patches/0003): no web page may call this server
+        // pages served from this machine may call it (as upstream allows when tools are on); other
+        // origins only when --cors-origins names them (patches/0003: an empty list turns CORS off)
+        params_->cors_origins = "localhost";
     }
     params_->load_progress_callback = [](float, void * self) -> bool {
         return !static_cast<engine *>(self)->stopping_.load();
@@ -428,6 +432,10 @@ reply engine::call(const std::string & method, const std::string & target, const
             }
         }
         if (!handler) {
+            const std::string & prefix = params_->api_prefix;
+            if (method == "GET" && params_->ui && params_->public_path.empty() && path.rfind(prefix + "/", 0) == 0) {
+                return ui_asset(path.substr(prefix.size() + 1), true, "");  // what a browser's GET gets
+            }
             throw std::out_of_range("no such route: " + path);
         }
         active_calls_++;  // released by call_scope
@@ -540,6 +548,49 @@ void engine::stop() {
     if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
         thread_.join();  // under mu_, as in start(): the two may run at once
     }
+}
+
+reply ui_asset(const std::string & name, bool accepts_gzip, const std::string & if_none_match) {
+    // as upstream's HTTP layer serves its embedded UI (tools/server/server-http.cpp)
+    static const std::unordered_set<std::string> no_cache = {"sw.js", "manifest.webmanifest", "_app/version.json",
+                                                             "build.json"};
+    const std::string asset = name.empty() ? "index.html" : name;
+    const llama_ui_asset * a = llama_ui_find_asset(asset);
+    reply out;
+    if (a == nullptr) {
+        out.status = 404;
+        out.content_type = "application/json; charset=utf-8";
+        out.body = R"({"error":{"code":404,"message":"File Not Found","type":"not_found_error"}})";
+        return out;
+    }
+    if (llama_ui_use_gzip() && !accepts_gzip) {
+        out.status = 415;
+        out.content_type = "text/plain";
+        out.body = "Error: gzip is not supported by this browser";
+        return out;
+    }
+    if (llama_ui_use_gzip()) {
+        out.headers["Content-Encoding"] = "gzip";
+    }
+    out.status = 200;
+    out.content_type = a->type;
+    if (no_cache.count(asset)) {
+        out.headers["Cache-Control"] = "no-cache";
+    } else {
+        out.headers["ETag"] = a->etag;
+        if (!if_none_match.empty() && (if_none_match == a->etag || if_none_match == "W/" + a->etag)) {
+            out.status = 304;
+            out.headers.erase("Content-Encoding");
+            return out;
+        }
+        out.headers["Cache-Control"] = asset == "index.html" ? "no-cache" : "public, max-age=31536000, immutable";
+        if (asset == "index.html") {
+            out.headers["Cross-Origin-Embedder-Policy"] = "require-corp";
+            out.headers["Cross-Origin-Opener-Policy"] = "same-origin";
+        }
+    }
+    out.body.assign(reinterpret_cast<const char *>(a->data), a->size);
+    return out;
 }
 
 std::string devices_json() {

@@ -123,6 +123,12 @@ private:
 // parameter uses it. Throws std::invalid_argument for a schema it cannot convert.
 std::string json_schema_grammar(const std::string & schema);
 
+// The web UI's answer to a GET of `name` (a path below the server's root; "" is the page itself), as
+// upstream's HTTP layer gives it: the embedded asset, gzipped, with its ETag, cache policy and, for
+// the page, the cross-origin isolation headers; 304 when if_none_match names it, 415 for a client
+// that takes no gzip, 404 for anything else (and for every name in a build without the UI).
+reply ui_asset(const std::string & name, bool accepts_gzip, const std::string & if_none_match);
+
 // JSON texts, so the Python side needs no struct bindings.
 std::string devices_json();
 std::string system_info_json();

@@ -41,6 +41,7 @@ cdef extern from "_engine.h" namespace "llamahost" nogil:
         string caps() except +
 
     string json_schema_grammar(const string & schema) except +
+    reply ui_asset(const string & name, cbool accepts_gzip, const string & if_none_match) except +
     string devices_json() except +
     string system_info_json() except +
     string options_json() except +
@@ -229,6 +230,16 @@ def options():
     with nogil:
         out = options_json()
     return out.decode("utf-8")
+
+
+def web_ui_asset(str name, cbool accepts_gzip, str if_none_match):
+    """The web UI's answer to a GET of ``name``: (status, content type, headers, body)."""
+    cdef string n = name.encode("utf-8")
+    cdef string inm = if_none_match.encode("utf-8")
+    cdef reply r
+    with nogil:
+        r = ui_asset(n, accepts_gzip, inm)
+    return r.status, r.content_type.decode("utf-8"), {k.decode("utf-8"): v.decode("utf-8") for k, v in r.headers}, r.body
 
 
 def usage():
