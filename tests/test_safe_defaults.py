@@ -162,22 +162,40 @@ def test_a_single_model_server_ignores_the_request_model_field(tiny_model):
             assert out["choices"] and srv.props()["model_path"] == str(tiny_model)
 
 
-def cors_headers(response: httpx.Response) -> dict:
-    return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control")}
-
-
-def test_cors_is_off_by_default(tiny_model):
-    origin = {"Origin": "https://evil.example"}
-    preflight = dict(origin, **{"Access-Control-Request-Method": "POST"})
-    started = [llamahost.Server(tiny_model, n_ctx=256),
-               llamahost.Server.from_args(["-m", str(tiny_model), "--port", "0", "-c", "256"])]  # as `serve` starts
-    try:
-        for srv in started:
-            assert cors_headers(httpx.get(srv.url + "/props", headers=origin)) == {}
-            assert cors_headers(httpx.options(srv.url + "/v1/chat/completions", headers=preflight)) == {}
-    finally:
-        for srv in started:
-            srv.close()
+def test_pages_of_this_machine_may_call_a_server_others_only_when_named(tiny_model, tiny_models):
+    """By default a page served from this machine (localhost, 127.0.0.1, [::1], any port) may call
+    a server or the router; a page of another origin gets no Access-Control-Allow-Origin (the
+    browser keeps the answer from it) and may not manage the router's models; --cors-origins adds
+    origins, as in llama-server."""
+    evil, local = "https://evil.example", "http://localhost:5173"
+    with llamahost.Pool(idle_ttl=None) as pool:
+        servers = [llamahost.Server(tiny_model, n_ctx=256),
+                   llamahost.Server.from_args(["-m", str(tiny_model), "--port", "0", "-c", "256"])]  # as `serve` starts
+        router = Router(pool, {"m": pool.get(tiny_models[1], n_ctx=256)}, port=0)
+        try:
+            for url in [s.url for s in servers] + [router.url]:
+                for origin in (local, "http://127.0.0.1:3000", "http://[::1]:8000"):
+                    answer = httpx.get(url + "/props", headers={"Origin": origin})
+                    assert answer.headers.get("access-control-allow-origin") == origin, url
+                    preflight = httpx.options(url + "/v1/chat/completions",
+                                              headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+                    assert preflight.headers.get("access-control-allow-origin") == origin, url
+                assert "access-control-allow-origin" not in httpx.get(url + "/props", headers={"Origin": evil}).headers
+                preflight = httpx.options(url + "/v1/chat/completions",
+                                          headers={"Origin": evil, "Access-Control-Request-Method": "POST"})
+                assert "access-control-allow-origin" not in preflight.headers
+            refused = httpx.post(router.url + "/models/load", json={"model": "m"}, headers={"Origin": evil})
+            assert refused.status_code == 403 and refused.json()["error"]["type"] == "permission_error"
+            assert router.models["m"].state == "unloaded"
+        finally:
+            for srv in servers:
+                srv.close()
+            router.close()
     with llamahost.Server(tiny_model, n_ctx=256, cors_origins="https://app.example") as srv:
-        allowed = httpx.options(srv.url + "/v1/chat/completions", headers=preflight)
-        assert cors_headers(allowed)["access-control-allow-origin"] == "https://app.example"
+        allowed = httpx.options(srv.url + "/v1/chat/completions",
+                                headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    with llamahost.Pool(idle_ttl=None) as pool, \
+            Router(pool, {}, port=0, cors_origins=["https://app.example"]) as router:
+        assert httpx.get(router.url + "/props", headers={"Origin": "https://app.example"}).headers[
+            "access-control-allow-origin"] == "https://app.example"

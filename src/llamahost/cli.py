@@ -252,24 +252,25 @@ def cmd_serve(argv: list[str]) -> int:
     return serve(flags)
 
 
-def _model_names(models: list[str], models_dir: str | None) -> dict[str, tuple[str, list[str]]]:
-    """name -> (model, its own flags), from NAME=MODEL or MODEL positionals and a models folder."""
+def _model_names(models: list[str], models_dir: str | None) -> dict[str, tuple[str, list[str], str]]:
+    """name -> (model, its own flags, where it came from: upstream's "preset" or "models_dir"),
+    from NAME=MODEL or MODEL positionals and a models folder."""
     from .serving.router import models_in_dir
 
-    found: list[tuple[str, str, list[str]]] = []
+    found: list[tuple[str, str, list[str], str]] = []
     for model in models:
         name, sep, ref = model.partition("=")
         if not sep or not name or "/" in name or os.path.exists(model):  # MODEL alone: named by its file
             ref = model
             name = Path(model).name.removesuffix(".gguf") if model.endswith(".gguf") else model
-        found.append((name, ref, []))
+        found.append((name, ref, [], "preset"))
     if models_dir:
-        found += [(name, str(path), flags) for name, (path, flags) in models_in_dir(models_dir).items()]
-    named: dict[str, tuple[str, list[str]]] = {}
-    for name, ref, flags in found:
+        found += [(name, str(path), flags, "models_dir") for name, (path, flags) in models_in_dir(models_dir).items()]
+    named: dict[str, tuple[str, list[str], str]] = {}
+    for name, ref, flags, source in found:
         if name in named:
             raise ValueError(f"two models named {name!r}: name one with NAME=MODEL")
-        named[name] = (ref, flags)
+        named[name] = (ref, flags, source)
     if not named:
         raise ValueError(f"no model found in {models_dir}")
     return named
@@ -288,6 +289,8 @@ def cmd_serve_models(models: list[str], flags: list[str]) -> int:
             options[name], flags = take_option(flags, name)
         host, flags = take_option(flags, "--host")
         port, flags = take_option(flags, "--port")
+        cors_origins, flags = take_option(flags, "--cors-origins")
+        ui = not {"--no-ui", "--no-webui"} & set(flags)
         named = _model_names(models, options["--models-dir"])
         idle_ttl = float(options["--idle-ttl"] or 300)
         pool = Pool(memory_budget=options["--memory-budget"], idle_ttl=idle_ttl or None,
@@ -299,18 +302,23 @@ def cmd_serve_models(models: list[str], flags: list[str]) -> int:
         flags.append("--metrics")  # the models' own series in the endpoint's /metrics
     with stop_on_signals() as stop:
         try:
-            handles = {name: pool.get(model, args=flags + own + ["--alias", name])
-                       for name, (model, own) in named.items()}
-            router = Router(pool, handles, host=host or os.environ.get("LLAMA_ARG_HOST", "127.0.0.1"),
+            router = Router(pool, {}, host=host or os.environ.get("LLAMA_ARG_HOST", "127.0.0.1"),
                             port=int(port or os.environ.get("LLAMA_ARG_PORT", 8080)),
-                            api_key=",".join(read_command_line(flags)["api_keys"]) or None)
+                            api_key=",".join(read_command_line(flags)["api_keys"]) or None,
+                            cors_origins=[o for o in (cors_origins or "").split(",") if o], ui=ui, model_args=flags)
+            try:
+                for name, (model, own, source) in named.items():
+                    router.add(name, model, own, source=source)
+            except BaseException:
+                router.close()
+                raise
         except (ValueError, OSError, LlamahostError) as exc:
             pool.close()
             print(f"llamahost serve: {exc}", file=sys.stderr)
             return 2
         try:
-            print(f"llamahost: serving {len(handles)} models at {router.url} (OpenAI API under {router.url}/v1, "
-                  f"\"model\": {', '.join(handles)}); {pool.isolation} isolation, memory budget "
+            print(f"llamahost: serving {len(named)} models at {router.url} (OpenAI API under {router.url}/v1, "
+                  f"\"model\": {', '.join(named)}); {pool.isolation} isolation, memory budget "
                   f"{_human(pool.memory_budget)}; Ctrl-C stops", flush=True)
             stop.wait()
         finally:

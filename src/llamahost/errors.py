@@ -68,3 +68,7 @@ class ChecksumError(DownloadError):
 
 class GatedModelError(DownloadError, PermissionError):
     """The repository is gated or private: it needs a token (``HF_TOKEN``) with access."""
+
+
+class PullCancelledError(DownloadError):
+    """A pull was cancelled: nothing was added to the library (the next pull resumes the file)."""

@@ -9,14 +9,15 @@ retries), and is checked against the sha256 the Hub lists before the library rec
 from __future__ import annotations
 
 import re
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from ..errors import ChecksumError, DownloadError, GatedModelError, ModelNotFoundError
+from ..errors import ChecksumError, DownloadError, GatedModelError, ModelNotFoundError, PullCancelledError
 from ..gguf.info import inspect
 from .library import Library, LibraryModel
 from .variants import Variant, by_tag, choose, fits_by_size, free_memory, group, one_model, pick_projector
@@ -159,10 +160,14 @@ def _pick(ref: HubRef, text: str, variants: list[Variant]) -> Variant:
     return choose(variants, lambda v: fits_by_size(v.size, free), ref.repo)
 
 
-def pull(ref: str, library: Library | None = None) -> LibraryModel:
+def pull(ref: str, library: Library | None = None, *, progress: Callable[[str, int, int], None] | None = None,
+         cancel: threading.Event | None = None) -> LibraryModel:
     """Download a model (and the projector beside it) into the library, verified; an
     up-to-date copy is not downloaded again. ``ref``: ``org/repo`` (the best quantization
-    that fits), ``org/repo:TAG``, ``org/repo/FILE.gguf``, or the name of a pulled model."""
+    that fits), ``org/repo:TAG``, ``org/repo/FILE.gguf``, or the name of a pulled model.
+    ``progress(url, done, total)`` is called as bytes arrive; setting ``cancel`` stops the pull
+    (PullCancelledError; the part downloaded stays in the download cache, and the next pull
+    of the file resumes it)."""
     library = library or Library()
     hub_ref = parse_ref(ref)
     if hub_ref is None:  # the name of a pulled model: pull it again (an update, if the repository changed)
@@ -177,7 +182,7 @@ def pull(ref: str, library: Library | None = None) -> LibraryModel:
     for filename in variant.files + ((projector,) if projector else ()):
         sibling = siblings[filename]
         checksum = sibling.lfs.sha256 if sibling.lfs else sibling.blob_id
-        path = _download(hub_ref.repo, filename, info.sha, library.folder(hub_ref.repo), ref)
+        path = _download(hub_ref.repo, filename, info.sha, library.folder(hub_ref.repo), ref, progress, cancel)
         if not library.is_verified(path, checksum):
             _verify(path, checksum)
         checksums[path] = checksum
@@ -192,11 +197,32 @@ def pull(ref: str, library: Library | None = None) -> LibraryModel:
     return model
 
 
-def _download(repo: str, filename: str, revision: str, folder: Path, ref: str) -> Path:
-    from huggingface_hub import hf_hub_download
+def _download(repo: str, filename: str, revision: str, folder: Path, ref: str,
+              progress: Callable[[str, int, int], None] | None, cancel: threading.Event | None) -> Path:
+    from huggingface_hub import hf_hub_download, hf_hub_url
 
+    bar = None
+    if progress is not None or cancel is not None:
+        bar = _reporting_bar(hf_hub_url(repo, filename, revision=revision), progress, cancel, ref)
     with _hub_errors(ref):
-        return Path(hf_hub_download(repo, filename, revision=revision, local_dir=folder))
+        return Path(hf_hub_download(repo, filename, revision=revision, local_dir=folder, tqdm_class=bar))
+
+
+def _reporting_bar(url: str, progress: Callable[[str, int, int], None] | None, cancel: threading.Event | None,
+                   ref: str) -> type:
+    """huggingface_hub's progress bar, which also reports each update and stops a cancelled pull."""
+    from huggingface_hub.utils import tqdm
+
+    class Bar(tqdm):
+        def update(self, n: float | None = 1) -> bool | None:
+            if cancel is not None and cancel.is_set():
+                raise PullCancelledError(f"{ref}: the pull was cancelled; nothing was added to the library")
+            shown = super().update(n)
+            if progress is not None:
+                progress(url, int(self.n), int(self.total or 0))
+            return shown
+
+    return Bar
 
 
 def _verify(path: Path, checksum: str) -> None:

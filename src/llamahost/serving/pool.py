@@ -21,7 +21,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..core import _native, cmdline, config
 from ..core.transport import Chunks, Response, free_port, health_status
@@ -59,10 +59,18 @@ class _Model:
     failed_at: list[float] = field(default_factory=list)
     health_misses: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    on_state: Callable[["_Model"], None] | None = field(default=None, repr=False)  # the pool's watchers
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Every change of ``state`` reaches the pool's watchers (the lock is held)."""
+        changed = name == "state" and getattr(self, "state", value) != value
+        super().__setattr__(name, value)
+        if changed and self.on_state is not None:
+            self.on_state(self)
 
 
 class Pool:
@@ -105,6 +113,7 @@ class Pool:
         self._cond = threading.Condition()  # reentrant: a handle's __del__ may run while it is held
         self._closed = threading.Event()  # set by close(): loads in progress watch it and stop
         self._restarts: set[threading.Thread] = set()  # the monitor's restarts in progress
+        self._watchers: list[Callable[[tuple, str], None]] = []
         self._monitor = threading.Thread(target=self._watch, name="llamahost-pool", daemon=True)
         self._monitor.start()
         _open_pools.add(self)
@@ -125,9 +134,20 @@ class Pool:
             settings = cmdline.read(cmd)  # upstream's parser checks the flags now (ValueError), not at the first call
         with self._cond:
             self._check_open()
-            entry = self._models.setdefault(key, entry or _Model(settings["model"], cmd, key, settings["api_keys"]))
+            entry = self._models.setdefault(key, entry or _Model(settings["model"], cmd, key, settings["api_keys"],
+                                                                 on_state=self._state_changed))
             entry.refs += 1
         return Handle(self, entry)
+
+    def watch(self, callback: Callable[[tuple, str], None]) -> None:
+        """Call ``callback(handle.key, state)`` on each change of a model's state ("loading",
+        "loaded", "unloaded", "failed"), with the pool's lock held: it must be quick."""
+        with self._cond:
+            self._watchers.append(callback)
+
+    def _state_changed(self, m: _Model) -> None:
+        for callback in self._watchers:
+            callback(m.key, m.state)
 
     def stats(self) -> list[dict]:
         """Per model: state, memory, handles, requests in flight and waiting, and counters."""
@@ -439,6 +459,16 @@ class Handle(Client):
         self.pool = pool
         self._model = model
         self._closed = False
+
+    @property
+    def args(self) -> list[str]:
+        """llama-server's command line of the model's server."""
+        return list(self._model.args)
+
+    @property
+    def key(self) -> tuple:
+        """What the pool knows this model and its parameters by: the same for every handle of them."""
+        return self._model.key
 
     @property
     def url(self) -> str:

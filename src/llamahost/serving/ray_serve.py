@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 try:
-    from pydantic import BaseModel, ConfigDict
+    from pydantic import BaseModel, ConfigDict, field_validator
     from ray import serve
     from ray.exceptions import ActorUnavailableError, RayActorError
     from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -275,21 +275,25 @@ def build(models: Mapping[str, Any], *, params: Mapping[str, Any] | None = None,
 
 
 class AppArgs(BaseModel):
-    """``serve run llamahost.serving.ray_serve:app KEY=VALUE ...`` (or a Serve config file's ``args``)."""
+    """``serve run llamahost.serving.ray_serve:app KEY=VALUE ...`` (or a Serve config file's
+    ``args``): build()'s keywords, with the models and the flags as text."""
 
     model_config = ConfigDict(extra="forbid")
 
-    models: str | dict[str, Any] = ""  # "name=model,name2=model2" (a config file: a mapping, as build's)
+    models: str | dict[str, Any] = ""  # "name=model,name2=model2"; a config file's: a mapping, as build()'s
     models_dir: str | None = None  # read as `llamahost serve --models-dir` reads a folder
     args: str = ""  # llama-server flags for every model, verbatim: "-c 4096 --parallel 4"
     models_per_replica: int = 1
-    min_replicas: int = 1
-    max_replicas: int = 1
-    target_ongoing_requests: float = 2
+    autoscaling_config: dict[str, Any] | None = None  # on the command line, JSON
     max_ongoing_requests: int = 8
     isolation: str = "thread"
     num_cpus: float = 1.0
     api_key: str | None = None
+
+    @field_validator("autoscaling_config", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
 
 def app(args: AppArgs) -> serve.Application:
@@ -309,7 +313,5 @@ def app(args: AppArgs) -> serve.Application:
     if not models:
         raise ValueError("no models: give models=NAME=MODEL,... or models_dir=DIR")
     return build(models, args=shlex.split(args.args), models_per_replica=args.models_per_replica,
-                 autoscaling_config={"min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
-                                     "target_ongoing_requests": args.target_ongoing_requests},
-                 max_ongoing_requests=args.max_ongoing_requests, isolation=args.isolation, num_cpus=args.num_cpus,
-                 api_key=args.api_key)
+                 autoscaling_config=args.autoscaling_config, max_ongoing_requests=args.max_ongoing_requests,
+                 isolation=args.isolation, num_cpus=args.num_cpus, api_key=args.api_key)

@@ -19,20 +19,28 @@ import time
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Mapping
-from urllib.parse import parse_qs
+from typing import Any, Mapping, Sequence
+from urllib.parse import parse_qs, urlsplit
 
 from ..chat.messages import send_normalized
+from ..core import _native
+from ..core.devices import system_info
 from ..core.security import key_matches, warn_if_exposed
 from ..core.transport import Chunks, Response
 from ..errors import LlamahostError
+from ..models.library import Library, LibraryModel
+from ..models.resolve import names_the_hub
+from .events import Events
 from .metrics import prometheus
 from .pool import Handle, Pool
+from .pulls import Pulls
 
 log = logging.getLogger("llamahost")
 
 PUBLIC_PATHS = ("/health", "/v1/health")  # as llama-server: no API key needed
 MAX_BODY = 100 << 20  # bytes a request body may hold (a few large images, base64-encoded)
+MANAGEMENT = {("POST", "/models/load"), ("POST", "/models/unload"), ("POST", "/models"), ("DELETE", "/models")}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 def _error(status: int, kind: str, message: str) -> Response:
@@ -44,16 +52,43 @@ def _json(data: object) -> Response:
     return Response(200, "application/json; charset=utf-8", {}, json.dumps(data).encode())
 
 
+def loopback_origin(origin: str) -> bool:
+    """Whether a page's origin is served from this machine (any port): what may call a server by
+    default, as upstream allows when its tools are on and as Ollama does."""
+    try:
+        host = urlsplit(origin).hostname or ""
+    except ValueError:
+        return False
+    return host in LOOPBACK_HOSTS
+
+
 class Router:
-    """Serve ``models`` (name -> Handle of ``pool``) on ``http://host:port``; call close()."""
+    """Serve ``models`` (name -> Handle of ``pool``) on ``http://host:port``; call close().
+
+    Speaks upstream's router API too (the web UI's model picker): ``/props`` with the router's
+    role, ``/v1/models`` with each model's status, ``POST /models/load`` and ``/models/unload``,
+    ``GET /models/sse`` (the models' events), ``POST /models`` (a pull from the Hub into the
+    library; the model is added, with ``model_args``) and ``DELETE /models`` (cancels a pull, or
+    removes a pulled model). ``cors_origins``: the origins besides this machine's that may call
+    it (``["*"]``: any). ``ui``: serve llama.cpp's web UI at ``/``.
+    """
 
     def __init__(self, pool: Pool, models: Mapping[str, Handle], *, host: str = "127.0.0.1", port: int = 8080,
-                 api_key: str | None = None, max_body: int = MAX_BODY):
+                 api_key: str | None = None, max_body: int = MAX_BODY, cors_origins: Sequence[str] = (),
+                 ui: bool = True, model_args: Sequence[str] = ()):
         self.pool = pool
         self.models = dict(models)
+        self.sources = dict.fromkeys(self.models, "preset")  # upstream's word for models named by the caller
         self.max_body = max_body
         self.api_keys = [key for key in api_key.split(",") if key] if api_key else []
+        self.cors_origins = list(cors_origins)
+        self.ui = ui
+        self.model_args = list(model_args)
         self.created = int(time.time())
+        self.events = Events()
+        self.pulls = Pulls(self.events, self._pulled)
+        self._lock = threading.Lock()  # the models' names (downloads add some while requests run)
+        pool.watch(self._state_changed)
         warn_if_exposed([host], len(self.api_keys), "the llamahost router")
         self._http = _HTTPServer((host, port), _RequestHandler)
         self._http.router = self
@@ -66,8 +101,21 @@ class Router:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
+    def add(self, name: str, model: str, own_args: Sequence[str] = (), *, source: str = "preset") -> Handle:
+        """Serve one more model, as ``name`` (with ``model_args``, then ``own_args``)."""
+        handle = self.pool.get(model, args=[*self.model_args, *own_args, "--alias", name])
+        with self._lock:
+            if name in self.models:
+                handle.close()
+                raise ValueError(f"a model named {name!r} is served already")
+            self.models[name], self.sources[name] = handle, source
+        self.events.publish(name, "status_change", {"status": handle.state})
+        return handle
+
     def close(self) -> None:
         """Stop listening and end the open connections (streams in flight are cancelled)."""
+        self.pulls.close()
+        self.events.close()
         self._http.shutdown()
         self._http.close_connections()
         self._http.server_close()  # joins the connection threads
@@ -79,14 +127,20 @@ class Router:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def refusal(self, target: str, headers: Mapping[str, str]) -> Response | None:
-        """The answer to a request refused before its body is read: a missing API key, or a
-        Content-Length that is not a size this router takes. None: read the body, then route()."""
+    # -- checks before a body is read ------------------------------------------------------------
+
+    def refusal(self, method: str, target: str, headers: Mapping[str, str]) -> Response | None:
+        """The answer to a request refused before its body is read: a missing API key, a page of
+        another origin asking to manage the models, or a Content-Length that is not a size this
+        router takes. None: read the body, then route()."""
         path = target.partition("?")[0]
         if path in PUBLIC_PATHS:
             return None
         if self.api_keys and not self._authorized(headers):
             return _error(401, "authentication_error", "Invalid API Key")
+        origin = headers.get("Origin")
+        if (method, path) in MANAGEMENT and origin and not self.allowed_origin(origin):
+            return _error(403, "permission_error", f"a page of {origin[:100]} may not manage this router's models")
         length = headers.get("Content-Length")
         if length is None and "chunked" in (headers.get("Transfer-Encoding") or "").lower():
             return _error(411, "invalid_request_error", "a request body needs a Content-Length")
@@ -97,27 +151,39 @@ class Router:
                           f"the request body of {int(length)} bytes is larger than {self.max_body} bytes")
         return None
 
+    def allowed_origin(self, origin: str) -> bool:
+        return loopback_origin(origin) or "*" in self.cors_origins or origin in self.cors_origins
+
+    # -- routing -----------------------------------------------------------------------------------
+
     def route(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[Response, Chunks | None]:
         """The answer to one request (that ``refusal`` let through), as a model's server or the
         router itself gives it."""
         path, _, query = target.partition("?")
+        params = parse_qs(query)
+        name = params.get("model", [None])[0]
         if path in PUBLIC_PATHS:
             return _json({"status": "ok"}), None
-        if method == "GET" and path in ("/v1/models", "/models"):
-            return self._list(), None
-        if method == "GET" and path == "/metrics":
-            return Response(200, "text/plain; version=0.0.4", {}, prometheus(self.pool, self.models).encode()), None
-        name = parse_qs(query).get("model", [None])[0]
-        if method == "POST" and body:
+        if method == "GET" and path == "/models/sse":
+            return Response(200, "text/event-stream", {"Cache-Control": "no-cache"}), Chunks(self.events.stream())
+        own = self._own_routes().get((method, path))
+        fields: Any = None
+        if method in ("POST", "DELETE") and body:
             try:
                 fields = json.loads(body)
             except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
                 return _error(400, "invalid_request_error", f"the body is not JSON: {exc}"), None
             if isinstance(fields, dict) and fields.get("model") is not None:
                 name = fields["model"]
+        if own is not None and not (method == "GET" and path == "/props" and name):
+            return own(name, fields), None
         if not name:
+            if method == "GET" and self.ui:  # llama.cpp's web UI, as a model's server serves it
+                answer = self._ui_asset(path, headers)
+                if answer.status != 404:
+                    return answer, None
             return _error(400, "invalid_request_error", "model name is missing from the request"), None
-        handle = self.models.get(name) if isinstance(name, str) else None
+        handle = self._handle(name)
         if handle is None:
             return _error(404, "not_found_error", f"model '{name}' not found; see /v1/models"), None
         try:
@@ -125,14 +191,129 @@ class Router:
         except LlamahostError as exc:  # the model could not be loaded, or the pool is closing
             return _error(503, "unavailable_error", f"model '{name}' is unavailable: {exc}"), None
 
+    def _own_routes(self) -> dict[tuple[str, str], Any]:
+        return {("GET", "/props"): self._props, ("GET", "/v1/models"): self._list, ("GET", "/models"): self._list,
+                ("GET", "/metrics"): self._metrics, ("POST", "/models/load"): self._load,
+                ("POST", "/models/unload"): self._unload, ("POST", "/models"): self._pull,
+                ("DELETE", "/models"): self._delete}
+
+    def _handle(self, name: Any) -> Handle | None:
+        with self._lock:
+            return self.models.get(name) if isinstance(name, str) else None
+
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         key = headers.get("Authorization") or headers.get("X-Api-Key") or ""
         return key_matches(key.removeprefix("Bearer "), self.api_keys)
 
-    def _list(self) -> Response:
-        data = [{"id": name, "object": "model", "owned_by": "llamahost", "created": self.created,
-                 "status": {"value": handle.state}} for name, handle in self.models.items()]
-        return _json({"object": "list", "data": data})
+    def _ui_asset(self, path: str, headers: Mapping[str, str]) -> Response:
+        status, content_type, extra, data = _native.web_ui_asset(
+            path.lstrip("/"), "gzip" in (headers.get("Accept-Encoding") or ""), headers.get("If-None-Match") or "")
+        return Response(status, content_type, extra, data)
+
+    # -- upstream's router API (server-models.cpp) ------------------------------------------------
+
+    def _props(self, name: str | None, fields: Any) -> Response:
+        return _json({"role": "router", "max_instances": 0, "models_autoload": True, "model_alias": "llama-server",
+                      "model_path": "none", "default_generation_settings": {"params": {}, "n_ctx": 0},
+                      "ui_settings": {}, "build_info": system_info()["llama_cpp_build"], "cors_proxy_enabled": False})
+
+    def _list(self, name: str | None, fields: Any) -> Response:
+        with self._lock:
+            served = [(n, h, self.sources[n]) for n, h in self.models.items()]
+        data = []
+        for model, handle, source in served:
+            args = handle.args
+            status = {"value": handle.state, "args": args}
+            if handle.state == "failed":
+                status["failed"] = True
+            entry = {"id": model, "aliases": [], "tags": [], "object": "model", "owned_by": "llamacpp",
+                     "created": self.created, "status": status,
+                     "architecture": {"input_modalities": ["text", "image"] if "--mmproj" in args else ["text"],
+                                      "output_modalities": ["text"]},
+                     "source": source, "can_remove": source == "cache"}
+            server = handle._peek()
+            if server is not None:  # as upstream merges what the model's own server says of it
+                try:
+                    for key, value in server.models()["data"][0].items():
+                        entry.setdefault(key, value)
+                except (LlamahostError, KeyError, IndexError):
+                    pass
+            data.append(entry)
+        return _json({"data": data, "object": "list"})
+
+    def _metrics(self, name: str | None, fields: Any) -> Response:
+        with self._lock:
+            models = dict(self.models)
+        return Response(200, "text/plain; version=0.0.4", {}, prometheus(self.pool, models).encode())
+
+    def _load(self, name: str | None, fields: Any) -> Response:
+        handle = self._handle(name)
+        if handle is None:
+            return _error(404, "not_found_error", "model is not found")
+        if handle.state in ("loading", "loaded"):
+            return _error(400, "invalid_request_error", "model is already running")
+        threading.Thread(target=_quietly, args=(handle.load,), name=f"llamahost-load-{name}", daemon=True).start()
+        return _json({"success": True})
+
+    def _unload(self, name: str | None, fields: Any) -> Response:
+        handle = self._handle(name)
+        if handle is None:
+            return _error(400, "invalid_request_error", "model is not found")
+        if handle.state not in ("loading", "loaded"):
+            return _error(400, "invalid_request_error", "model is not running")
+        threading.Thread(target=_quietly, args=(handle.unload,), name=f"llamahost-unload-{name}", daemon=True).start()
+        return _json({"success": True})
+
+    def _pull(self, name: str | None, fields: Any) -> Response:
+        if not isinstance(name, str) or not name:
+            return _error(400, "invalid_request_error", "model must be a non-empty string")
+        if not names_the_hub(name):
+            return _error(400, "invalid_request_error", f"{name!r} is no Hugging Face reference (org/repo[:TAG])")
+        if self._handle(name) is not None:
+            return _error(400, "invalid_request_error", f"model '{name}' already exists")
+        try:
+            self.pulls.start(name)
+        except ValueError as exc:
+            return _error(400, "invalid_request_error", str(exc))
+        self.events.publish(name, "status_change", {"status": "downloading"})
+        return _json({"success": True})
+
+    def _delete(self, name: str | None, fields: Any) -> Response:
+        if not isinstance(name, str) or not name:
+            return _error(400, "invalid_request_error", "model must be a non-empty string")
+        if self.pulls.cancel(name):
+            return _json({"success": True})
+        with self._lock:
+            if self.sources.get(name) != "cache":
+                return _error(404, "not_found_error", f"model '{name}' is no pulled model of this router")
+            handle = self.models.pop(name)
+            del self.sources[name]
+        handle.unload()
+        handle.close()
+        Library().remove(Library().one(name))
+        self.events.publish(name, "model_remove")
+        return _json({"success": True})
+
+    def _pulled(self, model: LibraryModel) -> None:
+        try:
+            self.add(model.name, str(model.path), ["--mmproj", str(model.mmproj)] if model.mmproj else [],
+                     source="cache")
+        except (ValueError, LlamahostError) as exc:
+            log.warning("%s was pulled, but cannot be served: %s", model.name, exc)
+
+    def _state_changed(self, key: tuple, state: str) -> None:
+        with self._lock:
+            names = [name for name, handle in self.models.items() if handle.key == key]
+        for name in names:
+            self.events.publish(name, "status_change", {"status": state})
+
+
+def _quietly(action: Any) -> None:
+    """A load or unload the router started for a client: its outcome reaches the client as events."""
+    try:
+        action()
+    except LlamahostError as exc:
+        log.warning("%s", exc)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -187,9 +368,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._answer("DELETE")
 
+    def do_OPTIONS(self) -> None:
+        """A browser's preflight: answered without a key, as upstream does (browsers send none)."""
+        self._send(Response(204, "text/plain", {"Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                                                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                                                "Access-Control-Allow-Credentials": "true"}), None)
+
     def _answer(self, method: str) -> None:
         router = self.server.router
-        refused = router.refusal(self.path, self.headers)
+        refused = router.refusal(method, self.path, self.headers)
         if refused is not None:
             self.close_connection = True  # the body, unread, must not be taken for the next request
             self._send(refused, None)
@@ -200,6 +387,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _send(self, response: Response, chunks: Chunks | None) -> None:
         self.send_response(response.status)
+        origin = self.headers.get("Origin")
+        if origin and self.server.router.allowed_origin(origin):
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Vary", "Origin")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.send_header("Content-Type", response.content_type)
