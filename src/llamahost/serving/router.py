@@ -30,6 +30,7 @@ from ..core.transport import Chunks, Response
 from ..errors import LlamahostError
 from ..models.library import Library, LibraryModel
 from ..models.resolve import names_the_hub
+from . import presets
 from .events import Events
 from .metrics import prometheus
 from .pool import Handle, Pool
@@ -213,9 +214,11 @@ class Router:
     # -- upstream's router API (server-models.cpp) ------------------------------------------------
 
     def _props(self, name: str | None, fields: Any) -> Response:
+        info = system_info()
         return _json({"role": "router", "max_instances": 0, "models_autoload": True, "model_alias": "llama-server",
                       "model_path": "none", "default_generation_settings": {"params": {}, "n_ctx": 0},
-                      "ui_settings": {}, "build_info": system_info()["llama_cpp_build"], "cors_proxy_enabled": False})
+                      "ui_settings": {}, "build_info": f"{info['llama_cpp_build']}-{info['llama_cpp_commit']}",
+                      "cors_proxy_enabled": False})
 
     def _list(self, name: str | None, fields: Any) -> Response:
         with self._lock:
@@ -223,7 +226,7 @@ class Router:
         data = []
         for model, handle, source in served:
             args = handle.args
-            status = {"value": handle.state, "args": args}
+            status = {"value": handle.state, "args": args, "preset": presets.to_ini(model, args)}
             if handle.state == "failed":
                 status["failed"] = True
             entry = {"id": model, "aliases": [], "tags": [], "object": "model", "owned_by": "llamacpp",

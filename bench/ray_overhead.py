@@ -1,0 +1,124 @@
+"""What serving a model over Ray Serve costs against loading it locally, measured in one run.
+
+    python bench/ray_overhead.py [--model M] [--requests 200] [--rounds 5]
+
+Both paths are up at once on this machine, with the same model and parameters: a local load (a
+``Server`` in this process, asked on its own HTTP port) and the model on Ray Serve
+(``llamahost.serving.ray_serve.build``: one replica on a one-node Ray started here; a request goes
+through Ray's HTTP proxy, the Endpoint replica and the Models replica's pool). The same client,
+llamahost's HTTPClient over kept-alive connections, asks both, taking turns:
+- non-engine time per short request (a 1-token completion: wall time minus the engine's own
+  prompt and predict times); the median of the paired differences is the Ray hop;
+- time to first token and generation tokens/s of one streamed completion (the benchmark's prompt
+  and length, ``llamahost.bench.run``);
+- aggregate generation tokens/s of concurrent streamed completions.
+Speeds are medians over rounds, the ratio (Ray / local) the median of the rounds' ratios, so that
+a busy machine's drift hits both sides of each ratio alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import ray
+from ray import serve
+
+import llamahost
+from llamahost.bench.run import N_GEN, PROMPT, SHORT_REQUEST, THREADS
+from llamahost.core.transport import free_port
+from llamahost.engine.client import HTTPClient
+from llamahost.serving.ray_serve import build
+
+PARAMS = {"n_ctx": 4096, "parallel": 4, "threads": THREADS, "seed": 42}
+
+
+def non_engine_ms(clients: dict[str, HTTPClient], n: int) -> dict[str, list[float]]:
+    """Short completions taking turns in a new random order each time."""
+    samples: dict[str, list[float]] = {name: [] for name in clients}
+    for _ in range(n):
+        order = list(clients)
+        random.shuffle(order)
+        for name in order:
+            started = time.perf_counter()
+            out = clients[name].complete(**dict(SHORT_REQUEST, model="m"))
+            wall_ms = (time.perf_counter() - started) * 1e3
+            samples[name].append(wall_ms - out["timings"]["prompt_ms"] - out["timings"]["predicted_ms"])
+    return samples
+
+
+def streamed(client: HTTPClient, prompt: str, max_tokens: int) -> tuple[float, float, int]:
+    """Seconds to the first token, seconds to the last, tokens generated."""
+    started = time.perf_counter()
+    first = None
+    tokens = 0
+    for event in client.complete(prompt, model="m", max_tokens=max_tokens, ignore_eos=True, temperature=0,
+                                 stream=True):
+        if first is None and event["choices"] and event["choices"][0]["text"]:
+            first = time.perf_counter() - started
+        tokens = (event.get("usage") or {}).get("completion_tokens", tokens)
+    return first, time.perf_counter() - started, tokens
+
+
+def concurrent_tps(client: HTTPClient, clients: int, max_tokens: int) -> float:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        tokens = sum(t for _, _, t in pool.map(lambda i: streamed(client, f"({i}) {PROMPT[:200]}", max_tokens),
+                                               range(clients)))
+    return tokens / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a GGUF (default: the demo model)")
+    parser.add_argument("--requests", type=int, default=200, help="short requests per path")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    if args.model is None:
+        from llamahost.models.demo import demo_model_path
+
+        args.model = str(demo_model_path())
+    print(f"model {args.model}; {PARAMS}; {args.requests} short requests per path, {args.rounds} rounds of one "
+          f"stream of {N_GEN} tokens and {args.clients} concurrent streams of {N_GEN} tokens per path")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build({"m": args.model}, params=PARAMS), name="bench", route_prefix="/")
+        with llamahost.Server(args.model, **PARAMS) as local:
+            clients = {"local": HTTPClient(local.url), "ray": HTTPClient(f"http://127.0.0.1:{port}")}
+            non_engine_ms(clients, 10)  # warm-up: the model loads on the replica
+            short = non_engine_ms(clients, args.requests)
+            hop = statistics.median(r - loc for r, loc in zip(short["ray"], short["local"]))
+            figures: dict[str, dict[str, list[float]]] = {name: {"ttft": [], "tps": [], "conc": []} for name in clients}
+            for round_ in range(args.rounds):
+                for name in ("local", "ray") if round_ % 2 == 0 else ("ray", "local"):
+                    first, last, tokens = streamed(clients[name], f"Round {round_}. {PROMPT}", N_GEN)
+                    figures[name]["ttft"].append(first * 1e3)
+                    figures[name]["tps"].append((tokens - 1) / (last - first))
+                    figures[name]["conc"].append(concurrent_tps(clients[name], args.clients, N_GEN))
+            for client in clients.values():
+                client.close()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    def ratio(metric: str) -> float:
+        return statistics.median(r / loc for r, loc in zip(figures["ray"][metric], figures["local"][metric]))
+
+    print(f"\n{'path':<28} {'non-engine ms':>14} {'first token ms':>15} {'tokens/s':>9} "
+          f"{f'{args.clients} clients tok/s':>17}")
+    for name, label in (("local", "local load (Server, HTTP)"), ("ray", "Ray Serve")):
+        f = figures[name]
+        print(f"{label:<28} {statistics.median(short[name]):>14.2f} {statistics.median(f['ttft']):>15.1f} "
+              f"{statistics.median(f['tps']):>9.2f} {statistics.median(f['conc']):>17.2f}")
+    print(f"{'ratio Ray / local':<28} {'+' + format(hop, '.2f') + ' ms':>14} {ratio('ttft'):>15.3f} "
+          f"{ratio('tps'):>9.3f} {ratio('conc'):>17.3f}")
+
+
+if __name__ == "__main__":
+    main()
