@@ -182,7 +182,8 @@ class Endpoint:
         self.created = int(time.time())
 
     async def __call__(self, request: Request) -> HTTPResponse:
-        path, method = request.url.path, request.method
+        # the path within the application: Ray Serve's scope holds its route prefix as root_path
+        path, method = request.url.path.removeprefix(request.scope.get("root_path", "")) or "/", request.method
         if path in PUBLIC_PATHS:
             return _http(Response(200, "application/json", {}, b'{"status": "ok"}'))
         key = request.headers.get("authorization") or request.headers.get("x-api-key") or ""
@@ -225,14 +226,13 @@ def _unavailable(name: str, exc: BaseException) -> Response:
 
 
 async def _relay(chunks: DeploymentResponseGenerator, name: str) -> AsyncIterator[bytes]:
-    """A stream's chunks; if its replica dies mid-stream, a last event with the 503 error."""
+    """A stream's chunks; if its replica dies mid-stream, a last event with the 503 error. A client
+    that leaves cancels this request, and Ray cancels the replica's with it: the generation stops."""
     try:
         async for chunk in chunks:
             yield chunk
     except REPLICA_DIED as exc:
         yield b"data: " + _unavailable(name, exc).body + b"\n\n"
-    finally:
-        chunks.cancel()  # the client left: the replica's generation stops
 
 
 def _http(response: Response, replica: str | None = None, chunks: AsyncIterator[bytes] | None = None) -> HTTPResponse:
