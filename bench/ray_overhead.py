@@ -101,6 +101,8 @@ def main() -> None:
                     figures[name]["ttft"].append(first * 1e3)
                     figures[name]["tps"].append((tokens - 1) / (last - first))
                     figures[name]["conc"].append(concurrent_tps(clients[name], args.clients, N_GEN))
+                    print(f"round {round_} {name:<6} first token {first * 1e3:7.1f} ms, {figures[name]['tps'][-1]:6.2f} "
+                          f"tokens/s, {args.clients} clients {figures[name]['conc'][-1]:6.2f} tokens/s", flush=True)
             for client in clients.values():
                 client.close()
     finally:
