@@ -193,10 +193,18 @@ class Router:
             return _error(503, "unavailable_error", f"model '{name}' is unavailable: {exc}"), None
 
     def _own_routes(self) -> dict[tuple[str, str], Any]:
+        disabled = _feature_disabled  # as upstream answers what it was started without
         return {("GET", "/props"): self._props, ("GET", "/v1/models"): self._list, ("GET", "/models"): self._list,
                 ("GET", "/metrics"): self._metrics, ("POST", "/models/load"): self._load,
                 ("POST", "/models/unload"): self._unload, ("POST", "/models"): self._pull,
-                ("DELETE", "/models"): self._delete}
+                ("DELETE", "/models"): self._delete, ("GET", "/tools"): disabled, ("POST", "/tools"): disabled,
+                ("GET", "/cors-proxy"): disabled, ("POST", "/cors-proxy"): disabled,
+                # streams resumed after a reload: the router keeps no conversation's stream (upstream's
+                # answers when none is known)
+                ("POST", "/v1/streams/lookup"): lambda name, fields: _json([]),
+                ("GET", "/v1/stream"): lambda name, fields: _error(404, "not_found_error", "Stream not found or expired"),
+                ("DELETE", "/v1/stream"): lambda name, fields: _error(404, "not_found_error",
+                                                                    "Stream not found or expired")}
 
     def _handle(self, name: Any) -> Handle | None:
         with self._lock:
@@ -309,6 +317,11 @@ class Router:
             names = [name for name, handle in self.models.items() if handle.key == key]
         for name in names:
             self.events.publish(name, "status_change", {"status": state})
+
+
+def _feature_disabled(name: str | None, fields: Any) -> Response:
+    body = json.dumps({"error": {"message": "this feature is disabled", "type": "feature_disabled"}}).encode()
+    return Response(403, "application/json; charset=utf-8", {}, body)
 
 
 def _quietly(action: Any) -> None:
