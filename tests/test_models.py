@@ -334,3 +334,24 @@ def test_serve_a_hub_reference(hub):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_fits_here_from_the_header_alone_equals_the_estimate_of_the_download(hub, home):
+    """Each quantization's verdict comes from its header, fetched with range requests: a few KB of
+    files of MBs, counted; the estimate on that header equals estimate() on the downloaded file."""
+    from llamahost.models.remote import verdicts
+
+    params = dict(n_ctx=1024, parallel=2)
+    found = {v.tag: v for v in verdicts("test-org/tiny-GGUF", **params)}
+    assert set(found) == {"Q4_0", "Q8_0", "F16", "UD-Q8_K_XL"}
+    assert found["UD-Q8_K_XL"].where == "unknown" and found["UD-Q8_K_XL"].error  # listed, but no file to read
+    file_requests = [(method, path, rng) for method, path, rng in hub.requests if path.endswith(".gguf")]
+    assert file_requests and all(rng for _, _, rng in file_requests)  # nothing but ranges of the files
+    for tag in ("Q4_0", "Q8_0", "F16"):
+        verdict = found[tag]
+        assert verdict.fits and verdict.where == "cpu" and 0 < verdict.fetched < verdict.size / 2, verdict
+        downloaded = pull(f"test-org/tiny-GGUF:{tag}")
+        real = llamahost.estimate(downloaded.path, **params)
+        assert verdict.estimate.devices == real.devices and verdict.estimate.n_ctx == real.n_ctx
+    again = {v.tag: v for v in verdicts("test-org/tiny-GGUF", **params)}
+    assert all(v.fetched == 0 for tag, v in again.items() if tag != "UD-Q8_K_XL")  # cached per revision

@@ -66,17 +66,28 @@ def _type_name(type_id: int) -> str:
     return {_STRING: "string", _ARRAY: "array"}.get(type_id, f"type {type_id}")
 
 
+class HeaderIncomplete(Exception):
+    """The first bytes of a file end before its header does: ``needed`` bytes are wanted."""
+
+    def __init__(self, needed: int):
+        super().__init__(f"the header needs at least {needed} bytes")
+        self.needed = needed
+
+
 class _Reader:
-    def __init__(self, buf, path: Path):
+    def __init__(self, buf, path: Path, file_size: int | None = None):
         self.buf = buf
         self.pos = 0
         self.size = len(buf)
+        self.file_size = len(buf) if file_size is None else file_size  # more than size: buf is the file's start
         self.path = path
 
     def fail(self, what: str, why: str) -> InvalidModelError:
         return InvalidModelError(self.path, f"{what}: {why} (at byte {self.pos} of {self.size})")
 
     def need(self, n: int, what: str) -> None:
+        if 0 <= n and self.size < self.pos + n <= self.file_size:
+            raise HeaderIncomplete(self.pos + n)
         if n < 0 or self.pos + n > self.size:
             raise self.fail(what, f"needs {n} more bytes but the file ends first (truncated?)")
 
@@ -104,6 +115,8 @@ class _Reader:
 
     def skip_strings(self, count: int, what: str) -> None:
         pos = _native.skip_gguf_strings(self.buf, self.pos, count)
+        if pos < 0 and self.size < self.file_size:
+            raise HeaderIncomplete(self.size + 1)
         if pos < 0:
             raise self.fail(what, "a string runs past the end of the file (truncated?)")
         self.pos = pos
@@ -173,6 +186,12 @@ def _read_header(path: Path, size: int, mtime_ns: int) -> GGUFHeader:
                 view.release()  # before the mapping closes, even when an error holds the reader
 
 
+def read_header_prefix(data: bytes, file_size: int, path: str | os.PathLike) -> GGUFHeader:
+    """Parse and check a GGUF header from the first bytes of a file of ``file_size`` bytes (a
+    remote file's start, say). HeaderIncomplete when they end before the tensor table does."""
+    return _parse(_Reader(memoryview(data), Path(path), file_size))
+
+
 def _parse(r: _Reader) -> GGUFHeader:
     try:
         magic = bytes(r.buf[0:4])
@@ -185,9 +204,9 @@ def _parse(r: _Reader) -> GGUFHeader:
         n_tensors = r.u64("tensor count")
         n_kv = r.u64("metadata count")
         # a key/value takes at least 8 (key length) + 4 (type) + 1 bytes, a tensor 8 + 4 + 4 + 8
-        if n_kv * 13 > r.size - r.pos:
+        if n_kv * 13 > r.file_size - r.pos:
             raise r.fail("metadata count", f"{n_kv} entries cannot fit in the file")
-        if n_tensors * 24 > r.size - r.pos:
+        if n_tensors * 24 > r.file_size - r.pos:
             raise r.fail("tensor count", f"{n_tensors} tensors cannot fit in the file")
 
         metadata: dict[str, Any] = {}
@@ -225,7 +244,7 @@ def _parse(r: _Reader) -> GGUFHeader:
             infos.append((name, shape, type_id, offset))
 
         data_offset = (r.pos + alignment - 1) // alignment * alignment
-        data_size = r.size - data_offset
+        data_size = r.file_size - data_offset
         tensors = []
         for name, shape, type_id, offset in infos:
             type_name, block, block_bytes = GGML_TYPES[type_id]
@@ -250,8 +269,8 @@ def _parse(r: _Reader) -> GGUFHeader:
         if tokens_at is not None and isinstance(tokens, ArraySummary) and tokens.item_type == "string":
             preflight.check_vocabulary(r.path, r.buf, tokens_at + 12, tokens.length)  # after item type and count
         preflight.check(r.path, metadata, tensors)
-        return GGUFHeader(r.path, version, metadata, tensors, data_offset, r.size)
-    except InvalidModelError:
+        return GGUFHeader(r.path, version, metadata, tensors, data_offset, r.file_size)
+    except (InvalidModelError, HeaderIncomplete):
         raise
     except (struct.error, ValueError, OverflowError, MemoryError) as exc:
         raise r.fail("header", f"malformed ({exc})") from None

@@ -60,7 +60,7 @@ def offline() -> bool:
 
 
 @contextmanager
-def _hub_errors(ref: str) -> Iterator[None]:
+def hub_errors(ref: str) -> Iterator[None]:
     """huggingface_hub's and the network's exceptions as llamahost's, naming the reference."""
     import httpx2
     from huggingface_hub.errors import (
@@ -104,7 +104,7 @@ def search_models(query: str, *, limit: int = 20) -> list[HubModel]:
     """GGUF repositories on the Hub matching ``query``, most downloaded first."""
     from huggingface_hub import HfApi
 
-    with _hub_errors(query):
+    with hub_errors(query):
         return [HubModel(m.id, m.downloads, m.likes, m.last_modified, m.gated)
                 for m in HfApi().list_models(search=query, filter="gguf", sort="downloads", limit=limit,
                                              expand=SEARCH_FIELDS)]
@@ -124,26 +124,26 @@ class Quantization:
         return dict(vars(self), files=list(self.files))
 
 
-def _repo_info(repo: str, ref: str) -> "HubModelInfo":
+def repo_info(repo: str, ref: str) -> "HubModelInfo":
     from huggingface_hub import HfApi
 
-    with _hub_errors(ref):
+    with hub_errors(ref):
         return HfApi().model_info(repo, files_metadata=True)
 
 
-def _variants(info: "HubModelInfo") -> tuple[list[Variant], list[str]]:
+def variants_of(info: "HubModelInfo") -> tuple[list[Variant], list[str]]:
     return group((s.rfilename, s.size or 0) for s in info.siblings or ())
 
 
-def _library_name(repo: str, variant: Variant, variants: list[Variant]) -> str:
+def library_name(repo: str, variant: Variant, variants: list[Variant]) -> str:
     return variant.reference(repo) if one_model(variants) else f"{repo}/{variant.files[0]}"
 
 
 def list_quantizations(repo: str) -> list[Quantization]:
     """A repository's GGUF models with their sizes and whether each fits this machine, smallest first."""
-    variants, _ = _variants(_repo_info(repo, repo))
+    variants, _ = variants_of(repo_info(repo, repo))
     free = free_memory()
-    return [Quantization(_library_name(repo, v, variants), v.tag, v.files, v.size, fits_by_size(v.size, free))
+    return [Quantization(library_name(repo, v, variants), v.tag, v.files, v.size, fits_by_size(v.size, free))
             for v in variants]
 
 
@@ -173,8 +173,8 @@ def pull(ref: str, library: Library | None = None, *, progress: Callable[[str, i
     if hub_ref is None:  # the name of a pulled model: pull it again (an update, if the repository changed)
         ref = library.one(ref).name
         hub_ref = parse_ref(ref)
-    info = _repo_info(hub_ref.repo, ref)
-    variants, projectors = _variants(info)
+    info = repo_info(hub_ref.repo, ref)
+    variants, projectors = variants_of(info)
     variant = _pick(hub_ref, ref, variants)
     projector = pick_projector(projectors, variant.tag)
     siblings = {s.rfilename: s for s in info.siblings}
@@ -189,7 +189,7 @@ def pull(ref: str, library: Library | None = None, *, progress: Callable[[str, i
     paths = list(checksums)
     about = inspect(paths[0])
     model = LibraryModel(
-        name=_library_name(hub_ref.repo, variant, variants), repo=hub_ref.repo, tag=variant.tag, revision=info.sha,
+        name=library_name(hub_ref.repo, variant, variants), repo=hub_ref.repo, tag=variant.tag, revision=info.sha,
         path=paths[0], mmproj=paths[-1] if projector else None, files=tuple(paths), size=sum(p.stat().st_size for p in paths),
         architecture=about.architecture, quantization=about.file_type, context_length=about.n_ctx_train,
         pulled_at=time.time())
@@ -204,7 +204,7 @@ def _download(repo: str, filename: str, revision: str, folder: Path, ref: str,
     bar = None
     if progress is not None or cancel is not None:
         bar = _reporting_bar(hf_hub_url(repo, filename, revision=revision), progress, cancel, ref)
-    with _hub_errors(ref):
+    with hub_errors(ref):
         return Path(hf_hub_download(repo, filename, revision=revision, local_dir=folder, tqdm_class=bar))
 
 
