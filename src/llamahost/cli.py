@@ -12,6 +12,7 @@ from pathlib import Path
 from ._version import __version__
 from .core.cmdline import read as read_command_line
 from .core.cmdline import take_option
+from .models.home import home_dir
 
 SERVE_HELP = """\
 usage: llamahost serve [MODEL] [llama-server options ...]
@@ -36,8 +37,13 @@ first request. The llama-server options after the models apply to every model; -
   --memory-budget SIZE  e.g. 16GiB (default: the free memory); the least recently used
                         models are unloaded to make room for a model that would not fit
   --idle-ttl SECONDS    unload a model unused this long (default 300; 0: never)
+  --models-preset FILE  presets in llama-server's INI format (default: presets.ini in the
+                        llamahost home): a model's saved options, and models of their own
+  --dashboard           with one MODEL: serve it this way too (the dashboard, the model picker)
+The endpoint serves llama.cpp's web UI at / and a dashboard of the models and devices at
+/dashboard (its API: docs/API.md).
 """
-MULTI_MODEL_OPTIONS = ("--models-dir", "--isolation", "--memory-budget", "--idle-ttl")
+MULTI_MODEL_OPTIONS = ("--models-dir", "--isolation", "--memory-budget", "--idle-ttl", "--models-preset")
 
 
 def _human(n: int) -> str:
@@ -225,8 +231,8 @@ def cmd_serve(argv: list[str]) -> int:
         _native.usage()  # llama-server's full option list
         return 0
     models = list(takewhile(lambda arg: not arg.startswith("-"), argv))
-    if len(models) > 1 or take_option(argv, "--models-dir")[0] is not None:
-        return cmd_serve_models(models, argv[len(models):])
+    if len(models) > 1 or "--dashboard" in argv or take_option(argv, "--models-dir")[0] is not None:
+        return cmd_serve_models(models, [a for a in argv[len(models):] if a != "--dashboard"])
     if exiting_options() & set(argv):  # --version, --list-devices, ...: as llama-server answers them
         sys.stdout.flush()
         _native.exit_as_llama_server(argv[len(models):])
@@ -252,9 +258,12 @@ def cmd_serve(argv: list[str]) -> int:
     return serve(flags)
 
 
-def _model_names(models: list[str], models_dir: str | None) -> dict[str, tuple[str, list[str], str]]:
+def _model_names(models: list[str], models_dir: str | None,
+                 presets_path: Path) -> dict[str, tuple[str, list[str], str]]:
     """name -> (model, its own flags, where it came from: upstream's "preset" or "models_dir"),
-    from NAME=MODEL or MODEL positionals and a models folder."""
+    from NAME=MODEL or MODEL positionals, a models folder, and the presets that name a model."""
+    from .core.cmdline import take_option
+    from .serving import presets
     from .serving.router import models_in_dir
 
     found: list[tuple[str, str, list[str], str]] = []
@@ -266,13 +275,17 @@ def _model_names(models: list[str], models_dir: str | None) -> dict[str, tuple[s
         found.append((name, ref, [], "preset"))
     if models_dir:
         found += [(name, str(path), flags, "models_dir") for name, (path, flags) in models_in_dir(models_dir).items()]
+    for name, args in presets.read(presets_path).items():
+        model, _ = take_option(args, "--model")
+        if model and name not in {n for n, *_ in found}:  # a model of its own (its options come with the preset)
+            found.append((name, model, [], "preset"))
     named: dict[str, tuple[str, list[str], str]] = {}
     for name, ref, flags, source in found:
         if name in named:
             raise ValueError(f"two models named {name!r}: name one with NAME=MODEL")
         named[name] = (ref, flags, source)
     if not named:
-        raise ValueError(f"no model found in {models_dir}")
+        raise ValueError(f"no model to serve (none in {models_dir or 'the command line'} nor {presets_path})")
     return named
 
 
@@ -291,7 +304,8 @@ def cmd_serve_models(models: list[str], flags: list[str]) -> int:
         port, flags = take_option(flags, "--port")
         cors_origins, flags = take_option(flags, "--cors-origins")
         ui = not {"--no-ui", "--no-webui"} & set(flags)
-        named = _model_names(models, options["--models-dir"])
+        presets_path = Path(options["--models-preset"] or home_dir() / "presets.ini")
+        named = _model_names(models, options["--models-dir"], presets_path)
         idle_ttl = float(options["--idle-ttl"] or 300)
         pool = Pool(memory_budget=options["--memory-budget"], idle_ttl=idle_ttl or None,
                     isolation=options["--isolation"] or "thread")
@@ -305,7 +319,8 @@ def cmd_serve_models(models: list[str], flags: list[str]) -> int:
             router = Router(pool, {}, host=host or os.environ.get("LLAMA_ARG_HOST", "127.0.0.1"),
                             port=int(port or os.environ.get("LLAMA_ARG_PORT", 8080)),
                             api_key=",".join(read_command_line(flags)["api_keys"]) or None,
-                            cors_origins=[o for o in (cors_origins or "").split(",") if o], ui=ui, model_args=flags)
+                            cors_origins=[o for o in (cors_origins or "").split(",") if o], ui=ui, model_args=flags,
+                            presets_path=presets_path)
             try:
                 for name, (model, own, source) in named.items():
                     router.add(name, model, own, source=source)

@@ -236,10 +236,16 @@ def server_args(model: str, params: Mapping[str, Any], environ: Mapping[str, str
     merged: dict[str, Any] = dict(PYTHON_DEFAULTS)
     merged.update(_from_env(os.environ if environ is None else environ))
     merged.update(params)
-    args = ["--model", model]
-    for name, value in merged.items():
-        if value is None or (isinstance(value, (list, tuple)) and not value):  # not given
+    return ["--model", model] + flags(merged)
+
+
+def flags(params: Mapping[str, Any]) -> list[str]:
+    """llama-server's flags for ``params`` alone (no model, no defaults); None or an empty list
+    leaves a parameter out."""
+    out: list[str] = []
+    for name, value in params.items():
+        if value is None or (isinstance(value, (list, tuple)) and not value):
             continue
-        args += _spell(name, value)
-    return args
+        out += _spell(name, value)
+    return out
 

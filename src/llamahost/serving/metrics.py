@@ -36,7 +36,7 @@ POOL_TOTALS = ("requests_total", "queue_length", "tokens_per_second", "loads_tot
 
 
 def prometheus(pool: "Pool", models: Mapping[str, "Handle"]) -> str:
-    per_model = {name: (handle.stats(), _engine_series(handle)) for name, handle in models.items()}
+    per_model = {name: (handle.stats(), engine_series(handle)) for name, handle in models.items()}
     lines: list[str] = []
     pool_values: dict[str, float] = {}
     for metric, kind, text, value in PER_MODEL:
@@ -58,7 +58,7 @@ def prometheus(pool: "Pool", models: Mapping[str, "Handle"]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _engine_series(handle: "Handle") -> tuple[str, dict[str, float]]:
+def engine_series(handle: "Handle") -> tuple[str, dict[str, float]]:
     """The model's own /metrics text and its unlabeled values, when it is loaded and has them."""
     backend = handle._peek()
     if backend is None:

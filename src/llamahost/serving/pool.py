@@ -28,7 +28,7 @@ from ..core.transport import Chunks, Response, free_port, health_status
 from ..engine.client import Client
 from ..engine.server import Server, command_line
 from ..errors import ModelLoadError, ServerClosedError
-from ..planning.estimate import from_engine
+from ..planning.estimate import Estimate, from_engine
 
 log = logging.getLogger("llamahost.pool")
 
@@ -48,7 +48,12 @@ class _Model:
     state: str = UNLOADED
     backend: Any = None  # a Server (thread isolation) or a Worker (process isolation)
     port: int = 0  # kept across reloads, so the model's url stays the same
-    needs: int | None = None  # bytes, from the engine's dry run of ``args``
+    plan: Estimate | None = None  # the engine's dry run of ``args``: bytes per device
+
+    @property
+    def needs(self) -> int | None:
+        """All its server can come to hold, every device together (the prompt cache at its limit)."""
+        return None if self.plan is None else self.plan.worst_case_bytes
     refs: int = 0  # open handles
     in_flight: int = 0
     waiting: int = 0  # requests waiting for a load
@@ -248,8 +253,8 @@ class Pool:
     def _load(self, m: _Model, restart: bool) -> None:
         """Load a model this thread set LOADING, after making room for it."""
         try:
-            if m.needs is None:
-                m.needs = _needs(m.path, m.args)
+            if m.plan is None:
+                m.plan = _plan(m.path, m.args)
             self._make_room(m)
             self._close_unloaded()
             port, args = cmdline.take_option(m.args, "--port")
@@ -444,6 +449,8 @@ class Pool:
         return dict(m.counts, model=m.path, state=m.state, url=backend.url if backend else None,
                     pid=(backend.pid if self.isolation == "process" else os.getpid()) if backend else None,
                     memory_bytes=m.needs if m.state in (LOADING, LOADED) else 0, handles=m.refs,
+                    memory_by_device={d.name: d.worst_case for d in m.plan.devices}
+                    if m.plan is not None and m.state in (LOADING, LOADED) else {},
                     in_flight=m.in_flight, waiting=m.waiting)
 
 
@@ -578,11 +585,10 @@ def _bounded_prompt_cache(params: dict[str, Any]) -> dict[str, Any]:
     return dict(params, cache_ram=-1)
 
 
-def _needs(path: str, args: list[str]) -> int:
-    """Host and device bytes a server with this command line can come to hold: the engine's dry
-    run, with its prompt cache at its limit."""
+def _plan(path: str, args: list[str]) -> Estimate:
+    """What a server with this command line holds on each device: the engine's dry run."""
     try:
-        return from_engine(path, json.loads(_native.memory_estimate(args))).worst_case_bytes
+        return from_engine(path, json.loads(_native.memory_estimate(args)))
     except RuntimeError as exc:
         raise ModelLoadError(path, str(exc)) from None
 

@@ -37,7 +37,8 @@ try:
     from ray.exceptions import ActorUnavailableError, RayActorError
     from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
     from starlette.requests import Request
-    from starlette.responses import Response as HTTPResponse, StreamingResponse
+    from starlette.responses import Response as HTTPResponse
+    from starlette.responses import StreamingResponse
 except ImportError as exc:
     raise ImportError(f"llamahost.serving.ray_serve needs Ray Serve: pip install 'llamahost[ray]' ({exc})") from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..chat.messages import send_normalized
 from ..core import _native
+from ..core.cmdline import take_option
 from ..core.devices import system_info
 from ..core.security import key_matches, warn_if_exposed
 from ..core.transport import Chunks, Response
@@ -32,6 +34,7 @@ from ..models.library import Library, LibraryModel
 from ..models.resolve import names_the_hub
 from . import presets
 from .events import Events
+from .manage import Call, Manage
 from .metrics import prometheus
 from .pool import Handle, Pool
 from .pulls import Pulls
@@ -76,18 +79,20 @@ class Router:
 
     def __init__(self, pool: Pool, models: Mapping[str, Handle], *, host: str = "127.0.0.1", port: int = 8080,
                  api_key: str | None = None, max_body: int = MAX_BODY, cors_origins: Sequence[str] = (),
-                 ui: bool = True, model_args: Sequence[str] = ()):
+                 ui: bool = True, model_args: Sequence[str] = (), presets_path: str | os.PathLike | None = None):
         self.pool = pool
         self.models = dict(models)
-        self.sources = dict.fromkeys(self.models, "preset")  # upstream's word for models named by the caller
+        self._sources = dict.fromkeys(self.models, "preset")  # upstream's word for models named by the caller
         self.max_body = max_body
         self.api_keys = [key for key in api_key.split(",") if key] if api_key else []
         self.cors_origins = list(cors_origins)
         self.ui = ui
         self.model_args = list(model_args)
+        self.presets_path = Path(presets_path) if presets_path else None
         self.created = int(time.time())
         self.events = Events()
         self.pulls = Pulls(self.events, self._pulled)
+        self.manage = Manage(self)
         self._lock = threading.Lock()  # the models' names (downloads add some while requests run)
         pool.watch(self._state_changed)
         warn_if_exposed([host], len(self.api_keys), "the llamahost router")
@@ -103,15 +108,36 @@ class Router:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def add(self, name: str, model: str, own_args: Sequence[str] = (), *, source: str = "preset") -> Handle:
-        """Serve one more model, as ``name`` (with ``model_args``, then ``own_args``)."""
-        handle = self.pool.get(model, args=[*self.model_args, *own_args, "--alias", name])
+        """Serve one more model, as ``name``: with ``model_args``, then its saved preset's options
+        (``presets_path``), then ``own_args``."""
+        saved = presets.read(self.presets_path).get(name, []) if self.presets_path else []
+        _, saved = take_option(saved, "--model")
+        handle = self.pool.get(model, args=[*self.model_args, *saved, *own_args, "--alias", name])
         with self._lock:
             if name in self.models:
                 handle.close()
                 raise ValueError(f"a model named {name!r} is served already")
-            self.models[name], self.sources[name] = handle, source
+            self.models[name], self._sources[name] = handle, source
         self.events.publish(name, "status_change", {"status": handle.state})
         return handle
+
+    def served(self) -> dict[str, Handle]:
+        """The models served now, by name."""
+        with self._lock:
+            return dict(self.models)
+
+    def sources(self) -> dict[str, str]:
+        """Where each served model came from: "preset" (named by the caller), "models_dir", "cache" (pulled)."""
+        with self._lock:
+            return dict(self._sources)
+
+    def save_preset(self, name: str, args: Sequence[str]) -> None:
+        if self.presets_path is not None:
+            presets.save(self.presets_path, name, args)
+
+    def load_soon(self, name: str, handle: Handle) -> None:
+        """Load on a thread of its own: the caller hears how it went through the events."""
+        threading.Thread(target=_quietly, args=(handle.load,), name=f"llamahost-load-{name}", daemon=True).start()
 
     def close(self) -> None:
         """Stop listening and end the open connections (streams in flight are cancelled)."""
@@ -161,23 +187,23 @@ class Router:
         """The answer to one request (that ``refusal`` let through), as a model's server or the
         router itself gives it."""
         path, _, query = target.partition("?")
-        params = parse_qs(query)
-        name = params.get("model", [None])[0]
         if path in PUBLIC_PATHS:
             return _json({"status": "ok"}), None
         if method == "GET" and path == "/models/sse":
             return Response(200, "text/event-stream", {"Cache-Control": "no-cache"}), Chunks(self.events.stream())
-        own = self._own_routes().get((method, path))
         fields: Any = None
-        if method in ("POST", "DELETE") and body:
+        if method in ("POST", "PUT", "DELETE") and body:
             try:
                 fields = json.loads(body)
             except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
                 return _error(400, "invalid_request_error", f"the body is not JSON: {exc}"), None
-            if isinstance(fields, dict) and fields.get("model") is not None:
-                name = fields["model"]
+        call = Call({key: values[0] for key, values in parse_qs(query).items()}, fields, headers)
+        name = call.model
+        own = self._own_routes().get((method, path))
         if own is not None and not (method == "GET" and path == "/props" and name):
-            return own(name, fields), None
+            return own(call), None
+        if path.startswith(("/api/", "/dashboard")):
+            return self.manage.route(method, path, call)
         if not name:
             if method == "GET" and self.ui:  # llama.cpp's web UI, as a model's server serves it
                 answer = self._ui_asset(path, headers)
@@ -195,16 +221,15 @@ class Router:
     def _own_routes(self) -> dict[tuple[str, str], Any]:
         disabled = _feature_disabled  # as upstream answers what it was started without
         return {("GET", "/props"): self._props, ("GET", "/v1/models"): self._list, ("GET", "/models"): self._list,
-                ("GET", "/metrics"): self._metrics, ("POST", "/models/load"): self._load,
-                ("POST", "/models/unload"): self._unload, ("POST", "/models"): self._pull,
-                ("DELETE", "/models"): self._delete, ("GET", "/tools"): disabled, ("POST", "/tools"): disabled,
+                ("GET", "/metrics"): self._metrics, ("POST", "/models/load"): self.load,
+                ("POST", "/models/unload"): self.unload, ("POST", "/models"): self.pull,
+                ("DELETE", "/models"): self.delete, ("GET", "/tools"): disabled, ("POST", "/tools"): disabled,
                 ("GET", "/cors-proxy"): disabled, ("POST", "/cors-proxy"): disabled,
                 # streams resumed after a reload: the router keeps no conversation's stream (upstream's
                 # answers when none is known)
-                ("POST", "/v1/streams/lookup"): lambda name, fields: _json([]),
-                ("GET", "/v1/stream"): lambda name, fields: _error(404, "not_found_error", "Stream not found or expired"),
-                ("DELETE", "/v1/stream"): lambda name, fields: _error(404, "not_found_error",
-                                                                    "Stream not found or expired")}
+                ("POST", "/v1/streams/lookup"): lambda call: _json([]),
+                ("GET", "/v1/stream"): lambda call: _error(404, "not_found_error", "Stream not found or expired"),
+                ("DELETE", "/v1/stream"): lambda call: _error(404, "not_found_error", "Stream not found or expired")}
 
     def _handle(self, name: Any) -> Handle | None:
         with self._lock:
@@ -221,16 +246,16 @@ class Router:
 
     # -- upstream's router API (server-models.cpp) ------------------------------------------------
 
-    def _props(self, name: str | None, fields: Any) -> Response:
+    def _props(self, call: Call) -> Response:
         info = system_info()
         return _json({"role": "router", "max_instances": 0, "models_autoload": True, "model_alias": "llama-server",
                       "model_path": "none", "default_generation_settings": {"params": {}, "n_ctx": 0},
                       "ui_settings": {}, "build_info": f"{info['llama_cpp_build']}-{info['llama_cpp_commit']}",
                       "cors_proxy_enabled": False})
 
-    def _list(self, name: str | None, fields: Any) -> Response:
+    def _list(self, call: Call) -> Response:
         with self._lock:
-            served = [(n, h, self.sources[n]) for n, h in self.models.items()]
+            served = [(n, h, self._sources[n]) for n, h in self.models.items()]
         data = []
         for model, handle, source in served:
             args = handle.args
@@ -252,21 +277,23 @@ class Router:
             data.append(entry)
         return _json({"data": data, "object": "list"})
 
-    def _metrics(self, name: str | None, fields: Any) -> Response:
+    def _metrics(self, call: Call) -> Response:
         with self._lock:
             models = dict(self.models)
         return Response(200, "text/plain; version=0.0.4", {}, prometheus(self.pool, models).encode())
 
-    def _load(self, name: str | None, fields: Any) -> Response:
+    def load(self, call: Call) -> Response:
+        name = call.model
         handle = self._handle(name)
         if handle is None:
             return _error(404, "not_found_error", "model is not found")
         if handle.state in ("loading", "loaded"):
             return _error(400, "invalid_request_error", "model is already running")
-        threading.Thread(target=_quietly, args=(handle.load,), name=f"llamahost-load-{name}", daemon=True).start()
+        self.load_soon(name, handle)
         return _json({"success": True})
 
-    def _unload(self, name: str | None, fields: Any) -> Response:
+    def unload(self, call: Call) -> Response:
+        name = call.model
         handle = self._handle(name)
         if handle is None:
             return _error(400, "invalid_request_error", "model is not found")
@@ -275,7 +302,8 @@ class Router:
         threading.Thread(target=_quietly, args=(handle.unload,), name=f"llamahost-unload-{name}", daemon=True).start()
         return _json({"success": True})
 
-    def _pull(self, name: str | None, fields: Any) -> Response:
+    def pull(self, call: Call) -> Response:
+        name = call.model
         if not isinstance(name, str) or not name:
             return _error(400, "invalid_request_error", "model must be a non-empty string")
         if not names_the_hub(name):
@@ -289,16 +317,17 @@ class Router:
         self.events.publish(name, "status_change", {"status": "downloading"})
         return _json({"success": True})
 
-    def _delete(self, name: str | None, fields: Any) -> Response:
+    def delete(self, call: Call) -> Response:
+        name = call.model
         if not isinstance(name, str) or not name:
             return _error(400, "invalid_request_error", "model must be a non-empty string")
         if self.pulls.cancel(name):
             return _json({"success": True})
         with self._lock:
-            if self.sources.get(name) != "cache":
+            if self._sources.get(name) != "cache":
                 return _error(404, "not_found_error", f"model '{name}' is no pulled model of this router")
             handle = self.models.pop(name)
-            del self.sources[name]
+            del self._sources[name]
         handle.unload()
         handle.close()
         Library().remove(Library().one(name))
@@ -319,7 +348,7 @@ class Router:
             self.events.publish(name, "status_change", {"status": state})
 
 
-def _feature_disabled(name: str | None, fields: Any) -> Response:
+def _feature_disabled(call: Call) -> Response:
     body = json.dumps({"error": {"message": "this feature is disabled", "type": "feature_disabled"}}).encode()
     return Response(403, "application/json; charset=utf-8", {}, body)
 
