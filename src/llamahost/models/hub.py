@@ -214,13 +214,18 @@ def _reporting_bar(url: str, progress: Callable[[str, int, int], None] | None, c
     from huggingface_hub.utils import tqdm
 
     class Bar(tqdm):
+        def __init__(self, *args: object, **kwargs: object):
+            super().__init__(*args, **kwargs)
+            # counted here: a bar huggingface_hub disables (no terminal) keeps no count of its own
+            self.received, self.expected = int(kwargs.get("initial") or 0), int(kwargs.get("total") or 0)
+
         def update(self, n: float | None = 1) -> bool | None:
             if cancel is not None and cancel.is_set():
                 raise PullCancelledError(f"{ref}: the pull was cancelled; nothing was added to the library")
-            shown = super().update(n)
+            self.received += int(n or 0)
             if progress is not None:
-                progress(url, int(self.n), int(self.total or 0))
-            return shown
+                progress(url, self.received, self.expected)
+            return super().update(n)
 
     return Bar
 

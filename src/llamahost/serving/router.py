@@ -166,7 +166,8 @@ class Router:
         if self.api_keys and not self._authorized(headers):
             return _error(401, "authentication_error", "Invalid API Key")
         origin = headers.get("Origin")
-        if (method, path) in MANAGEMENT and origin and not self.allowed_origin(origin):
+        manages = (method, path) in MANAGEMENT or (method != "GET" and path.startswith("/api/"))
+        if manages and origin and not self.allowed_origin(origin):
             return _error(403, "permission_error", f"a page of {origin[:100]} may not manage this router's models")
         length = headers.get("Content-Length")
         if length is None and "chunked" in (headers.get("Transfer-Encoding") or "").lower():
