@@ -8,7 +8,8 @@ Both paths are up at once on this machine, with the same model and parameters: a
 through Ray's HTTP proxy, the Endpoint replica and the Models replica's pool). The same client,
 llamahost's HTTPClient over kept-alive connections, asks both, taking turns:
 - non-engine time per short request (a 1-token completion: wall time minus the engine's own
-  prompt and predict times); the median of the paired differences is the Ray hop;
+  prompt and predict times); the median of the paired differences is the Ray hop, split by
+  GET /health (which the Endpoint answers) into Ray's proxy and the Endpoint's call to a replica;
 - time to first token and generation tokens/s of one streamed completion (the benchmark's prompt
   and length, ``llamahost.bench.run``);
 - aggregate generation tokens/s of concurrent streamed completions.
@@ -47,6 +48,18 @@ def non_engine_ms(clients: dict[str, HTTPClient], n: int) -> dict[str, list[floa
             out = clients[name].complete(**dict(SHORT_REQUEST, model="m"))
             wall_ms = (time.perf_counter() - started) * 1e3
             samples[name].append(wall_ms - out["timings"]["prompt_ms"] - out["timings"]["predicted_ms"])
+    return samples
+
+
+def health_ms(clients: dict[str, HTTPClient], n: int) -> dict[str, list[float]]:
+    """GET /health taking turns: on the Ray path the Endpoint answers it, so this is the proxy's
+    hop alone, without the one to the Models replica."""
+    samples: dict[str, list[float]] = {name: [] for name in clients}
+    for _ in range(n):
+        for name, client in clients.items():
+            started = time.perf_counter()
+            client.request("GET", "/health")
+            samples[name].append((time.perf_counter() - started) * 1e3)
     return samples
 
 
@@ -94,6 +107,8 @@ def main() -> None:
             non_engine_ms(clients, 10)  # warm-up: the model loads on the replica
             short = non_engine_ms(clients, args.requests)
             hop = statistics.median(r - loc for r, loc in zip(short["ray"], short["local"]))
+            health = health_ms(clients, args.requests)
+            proxy_hop = statistics.median(r - loc for r, loc in zip(health["ray"], health["local"]))
             figures: dict[str, dict[str, list[float]]] = {name: {"ttft": [], "tps": [], "conc": []} for name in clients}
             for round_ in range(args.rounds):
                 for name in ("local", "ray") if round_ % 2 == 0 else ("ray", "local"):
@@ -101,8 +116,10 @@ def main() -> None:
                     figures[name]["ttft"].append(first * 1e3)
                     figures[name]["tps"].append((tokens - 1) / (last - first))
                     figures[name]["conc"].append(concurrent_tps(clients[name], args.clients, N_GEN))
-                    print(f"round {round_} {name:<6} first token {first * 1e3:7.1f} ms, {figures[name]['tps'][-1]:6.2f} "
-                          f"tokens/s, {args.clients} clients {figures[name]['conc'][-1]:6.2f} tokens/s", flush=True)
+                    f = figures[name]
+                    print(f"round {round_} {name:<6} first token {f['ttft'][-1]:7.1f} ms, "
+                          f"{f['tps'][-1]:6.2f} tokens/s, {args.clients} clients {f['conc'][-1]:6.2f} tokens/s",
+                          flush=True)
             for client in clients.values():
                 client.close()
     finally:
@@ -120,6 +137,8 @@ def main() -> None:
               f"{statistics.median(f['tps']):>9.2f} {statistics.median(f['conc']):>17.2f}")
     print(f"{'ratio Ray / local':<28} {'+' + format(hop, '.2f') + ' ms':>14} {ratio('ttft'):>15.3f} "
           f"{ratio('tps'):>9.3f} {ratio('conc'):>17.3f}")
+    print(f"of the +{hop:.2f} ms, Ray's HTTP proxy to the Endpoint (GET /health): +{proxy_hop:.2f} ms; the Endpoint to "
+          f"the Models replica and back: +{hop - proxy_hop:.2f} ms")
 
 
 if __name__ == "__main__":
