@@ -69,11 +69,12 @@ def test_serve_then_ctrl_c(tiny_model):
             proc.kill()
 
 
-def test_serve_with_no_model_serves_the_demo_model():
+def test_serve_with_no_model_serves_the_demo_model_with_the_dashboard(tmp_path):
     port = free_port()
     env = dict(os.environ)
     env.pop("LLAMA_ARG_MODEL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "llamahost", "serve", "--port", str(port), "-c", "512"],
+    proc = subprocess.Popen([sys.executable, "-m", "llamahost", "serve", "--port", str(port), "-c", "512",
+                             "--models-preset", str(tmp_path / "presets.ini")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         deadline = time.time() + 120
@@ -83,8 +84,15 @@ def test_serve_with_no_model_serves_the_demo_model():
             if not line and proc.poll() is not None:
                 break
         assert "gemma-3-270m" in line, line
-        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).json()
-        assert "gemma-3-270m" in models["data"][0]["id"]
+        base = f"http://127.0.0.1:{port}"
+        assert "llamahost" in httpx.get(f"{base}/dashboard", timeout=30).text
+        # one model served: a request need not name it, as with a single llama-server
+        answer = httpx.post(f"{base}/v1/chat/completions", timeout=120,
+                            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).json()
+        assert "gemma-3-270m" in answer["model"] and answer["usage"]["completion_tokens"] > 0
+        [listed] = httpx.get(f"{base}/v1/models", timeout=30).json()["data"]
+        assert "gemma-3-270m" in listed["id"] and listed["status"]["value"] == "loaded"
+        assert listed["status"]["args"][listed["status"]["args"].index("-c") + 1] == "512"
         proc.terminate()
         assert proc.wait(timeout=30) == 0
     finally:
@@ -130,3 +138,4 @@ def test_serve_stops_on_sigint_even_as_a_background_job(tiny_model):
     finally:
         if proc.poll() is None:
             proc.kill()
+

@@ -39,7 +39,8 @@ first request. The llama-server options after the models apply to every model; -
   --idle-ttl SECONDS    unload a model unused this long (default 300; 0: never)
   --models-preset FILE  presets in llama-server's INI format (default: presets.ini in the
                         llamahost home): a model's saved options, and models of their own
-  --dashboard           with one MODEL: serve it this way too (the dashboard, the model picker)
+  --dashboard           with one MODEL: serve it this way too (the dashboard, the model picker);
+                        with no MODEL, the demo model is served this way, loaded at once
 The endpoint serves llama.cpp's web UI at / and a dashboard of the models and devices at
 /dashboard (its API: docs/API.md).
 """
@@ -250,11 +251,10 @@ def cmd_serve(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"llamahost serve: {exc}", file=sys.stderr)
         return 2
-    if not named:
+    if not named:  # the demo, served with the dashboard (a named model keeps llama-server's own routes)
         from .models.demo import demo_model_path
 
-        flags = ["--model", str(demo_model_path())] + flags
-
+        return cmd_serve_models([str(demo_model_path())], flags, load=True)
     return serve(flags)
 
 
@@ -289,8 +289,8 @@ def _model_names(models: list[str], models_dir: str | None,
     return named
 
 
-def cmd_serve_models(models: list[str], flags: list[str]) -> int:
-    """Several models behind one endpoint (see SERVE_HELP)."""
+def cmd_serve_models(models: list[str], flags: list[str], *, load: bool = False) -> int:
+    """Several models behind one endpoint (see SERVE_HELP); ``load``: load them now, not on first use."""
     from .errors import LlamahostError
     from .serving.pool import Pool
     from .serving.router import Router
@@ -323,7 +323,9 @@ def cmd_serve_models(models: list[str], flags: list[str]) -> int:
                             presets_path=presets_path)
             try:
                 for name, (model, own, source) in named.items():
-                    router.add(name, model, own, source=source)
+                    handle = router.add(name, model, own, source=source)
+                    if load:
+                        router.load_soon(name, handle)
             except BaseException:
                 router.close()
                 raise
@@ -332,7 +334,7 @@ def cmd_serve_models(models: list[str], flags: list[str]) -> int:
             print(f"llamahost serve: {exc}", file=sys.stderr)
             return 2
         try:
-            print(f"llamahost: serving {len(named)} models at {router.url} (OpenAI API under {router.url}/v1, "
+            print(f"llamahost: serving {len(named)} model{'s' if len(named) > 1 else ''} at {router.url} (OpenAI API under {router.url}/v1, "
                   f"\"model\": {', '.join(named)}); {pool.isolation} isolation, memory budget "
                   f"{_human(pool.memory_budget)}; Ctrl-C stops", flush=True)
             stop.wait()

@@ -210,7 +210,11 @@ class Router:
                 answer = self._ui_asset(path, headers)
                 if answer.status != 404:
                     return answer, None
-            return _error(400, "invalid_request_error", "model name is missing from the request"), None
+            with self._lock:
+                only = list(self.models) if len(self.models) == 1 else []
+            if not only:
+                return _error(400, "invalid_request_error", "model name is missing from the request"), None
+            name = only[0]  # one model served: requests need not name it
         handle = self._handle(name)
         if handle is None:
             return _error(404, "not_found_error", f"model '{name}' not found; see /v1/models"), None
