@@ -14,8 +14,11 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+import llamahost
 import synthetic
+from llamahost import Router
 from llamahost.bench.peers import llama_server, llamahost_serve
+from test_models import gguf_files, home, hub  # noqa: F401 - the Hub fixtures
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # as the machine's notes say: no sandbox as root, and none of the background calls a closed network refuses
@@ -125,3 +128,74 @@ def wait_for_status(url: str, model: str, status: str, timeout: float = 60) -> N
             return
         time.sleep(0.1)
     raise AssertionError(f"{model} did not become {status}: {models}")
+
+
+def test_the_dashboard_from_a_search_to_a_chat_and_back(browser, hub, home):  # noqa: F811 - the Hub fixtures
+    """Search the (local) Hub, see each quantization's verdict, pull one with progress, accept the
+    proposed configuration and load it, see its memory on the device bars, chat with it, unload it
+    and remove it."""
+    with llamahost.Pool(idle_ttl=None) as pool, Router(pool, {}, port=0, presets_path=home / "presets.ini") as router:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors, dialogs = [], []
+        page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+        page.on("dialog", lambda dialog: (dialogs.append(f"{dialog.type}: {dialog.message}"), dialog.accept()))
+        page.goto(router.url + "/dashboard")
+        page.locator("#devices .device").first.wait_for()
+
+        page.locator("#search").fill("tiny")
+        page.locator("#search-form button").click()
+        page.locator("#results li", has_text="test-org/tiny-GGUF").click()
+        rows = page.locator("#quants tr[data-quant]")
+        rows.nth(3).wait_for()
+        shown = {row.get_attribute("data-quant"): row.locator(".badge").get_attribute("class") for row in rows.all()}
+        expected = httpx.get(router.url + "/api/hub/files", params={"repo": "test-org/tiny-GGUF", "n_ctx": 4096,
+                                                                    "parallel": 1}).json()["quantizations"]
+        assert shown == {q["name"]: f"badge {q['where']}" for q in expected}
+        assert shown["test-org/tiny-GGUF:UD-Q8_K_XL"] == "badge none" and "badge none" not in {
+            shown[f"test-org/tiny-GGUF:{t}"] for t in ("Q4_0", "Q8_0", "F16")}
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "dashboard-fits.png", full_page=True)
+
+        page.locator("#search").fill("chat")
+        page.locator("#search-form button").click()
+        page.locator("#results li", has_text="test-org/chat-GGUF").click()
+        page.locator('#quants tr[data-quant="test-org/chat-GGUF:F32"]').wait_for()
+        hub.stall_after = 12 << 20  # one progress report past huggingface_hub's first 10 MiB chunk, then a stall
+        page.locator('#quants tr[data-quant="test-org/chat-GGUF:F32"] button', has_text="Pull").click()
+        assert hub.stalled.wait(60)
+        pulling = page.locator("[data-pull^=\"test-org/chat-GGUF\"]")
+        pulling.filter(has_text=" MiB of ").wait_for()
+        assert float(pulling.locator(".progress div").evaluate("bar => parseFloat(bar.style.width)")) > 0
+        page.screenshot(path=SCREENSHOTS / "dashboard-pull.png", full_page=True)
+        hub.release.set()
+
+        name = "test-org/chat-GGUF:F32"
+        page.locator(f'#library tr[data-model="{name}"] button', has_text="Configure & load").click()
+        estimate = page.locator("#configure-estimate")
+        estimate.filter(has_text="Fits:").wait_for()
+        proposed = estimate.inner_text()
+        page.locator('#configure-form input[name="n_ctx"]').fill("1024")
+        page.wait_for_function("before => document.querySelector('#configure-estimate').innerText !== before",
+                               arg=proposed)
+        assert "Fits:" in estimate.inner_text()
+        page.screenshot(path=SCREENSHOTS / "dashboard-configure.png")
+        page.locator("#configure-load").click()
+        page.locator(f'#models tr[data-model="{name}"] .badge.loaded').wait_for(timeout=60_000)
+        page.locator(f'#devices span[data-model="{name}"]').wait_for()
+        assert router.served()[name].request("GET", "/props").json()["default_generation_settings"]["n_ctx"] == 1024
+        page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)
+
+        page.locator(f'#models tr[data-model="{name}"] a', has_text="Chat").click()
+        page.locator("textarea").wait_for(timeout=60_000)
+        with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as asked:
+            assert send_and_watch_the_answer(page, "Hello")[-1] > 0
+        assert asked.value.post_data_json["model"] == name
+
+        page.goto(router.url + "/dashboard")
+        page.locator(f'#models tr[data-model="{name}"] button', has_text="Unload").click()
+        page.locator(f'#models tr[data-model="{name}"] .badge.unloaded').wait_for(timeout=60_000)
+        page.locator(f'#library tr[data-model="{name}"] button', has_text="Remove").click()
+        page.locator(f'#library tr[data-model="{name}"]').wait_for(state="detached")
+        page.close()
+        assert name not in router.served() and not list((home / "models").rglob("chat-F32.gguf"))
+    assert dialogs == [f"confirm: Delete {name} from the library?"] and not errors, (dialogs, errors)

@@ -105,7 +105,7 @@ def test_bad_input_gets_json_errors(endpoint, tiny_models):
         ("POST", "/api/models", {"model": "no/such-model.gguf"}, 404),
         ("POST", "/api/models", {"model": str(tiny_models[1]), "params": {"n_ctx": "lots"}}, 400),
         ("POST", "/api/models", {"model": str(tiny_models[1]), "params": ["not", "an", "object"]}, 400),
-        ("POST", "/api/models", {"model": str(tiny_models[0]), "name": "tiny"}, 400),  # the name is taken
+        ("POST", "/api/models", {"model": str(tiny_models[1]), "name": "tiny"}, 400),  # taken, by another file
         ("POST", "/api/estimate", {"model": 5}, 400),
         ("GET", "/api/hub/files?repo=test-org/tiny-GGUF&n_ctx=abc", None, 400),
         ("GET", "/api/hub/files", None, 400),
@@ -118,3 +118,15 @@ def test_bad_input_gets_json_errors(endpoint, tiny_models):
         assert answer.status_code == status and answer.json()["error"]["message"], (method, path, answer.text)
     refused = http.post("/api/models", json={"model": str(tiny_models[1])}, headers={"Origin": "https://evil.example"})
     assert refused.status_code == 403 and "second" not in router.served()
+
+
+def test_a_served_model_configured_again_is_served_so_from_then_on(endpoint, home):
+    router, http = endpoint
+    assert http.post("/api/propose", json={"model": "tiny"}).json()["estimate"]["fits"]  # by its served name
+    answer = http.post("/api/models", json={"model": "tiny", "params": {"n_ctx": 768, "parallel": 1}})
+    assert answer.json() == {"success": True, "name": "tiny"}
+    deadline = time.monotonic() + 60
+    while router.served()["tiny"].state != "loaded" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert router.served()["tiny"].request("GET", "/props").json()["default_generation_settings"]["n_ctx"] == 768
+    assert "ctx-size = 768" in http.get("/api/presets").json()["ini"]

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.devices import devices
 from ..errors import DownloadError, LlamahostError
 from ..gguf.reader import HeaderIncomplete, read_header_prefix
 from ..planning.estimate import Estimate, estimate
@@ -81,9 +82,14 @@ def verdicts(repo: str, **params) -> list[Verdict]:
     info = repo_info(repo, repo)
     variants, _ = variants_of(info)
     sizes = {s.rfilename: s.size or 0 for s in info.siblings or ()}
+    memory = sum(device["memory_total"] for device in devices())
     out = []
     for variant in variants:
         name, fetched, first = library_name(repo, variant, variants), 0, None
+        if variant.size > memory:  # its weights alone outgrow every device together: no header needed
+            out.append(Verdict(name, variant.tag, variant.files, variant.size, False, "none", 0, None, 0,
+                               "larger than the memory of all this machine's devices together"))
+            continue
         try:
             for filename in variant.files:
                 path, n = header_copy(repo, filename, info.sha, sizes[filename])

@@ -65,7 +65,9 @@ class ManagedModels(Protocol):
 
     def served(self) -> dict[str, "Handle"]: ...
     def sources(self) -> dict[str, str]: ...
-    def add(self, name: str, model: str, own_args: Sequence[str] = (), *, source: str = "preset") -> "Handle": ...
+    def add(self, name: str, model: str, own_args: Sequence[str] = (), *, source: str = "preset",
+            replace: bool = False) -> "Handle": ...
+    def model_file(self, name: str) -> str | None: ...
     def load_soon(self, name: str, handle: "Handle") -> None: ...
     def save_preset(self, name: str, args: Sequence[str]) -> None: ...
     def load(self, call: Call) -> Response: ...
@@ -154,15 +156,20 @@ class Manage:
 
     # -- configurations that fit ---------------------------------------------------------------
 
+    def _path(self, model: Any) -> str:
+        """A served model's file, else that of a model on disk (a path or a library name)."""
+        ref = _text(model, "model")
+        return self.router.model_file(ref) or str(resolve(ref, download=False).path)
+
     def estimate(self, call: Call) -> Response:
-        path = resolve(_text(call.model, "model"), download=False).path
+        path = self._path(call.model)
         return _json(estimate(path, **_server_params(call.body)).as_dict())
 
     def propose(self, call: Call) -> Response:
         """Parameters that fit this machine's devices for a model on disk: one slot, as much context
         as fits (up to the trained context and LONGEST_PROPOSED_CONTEXT), the GPU layers the
         engine's fitting gives, and an 8-bit KV cache where f16 leaves less than 4096 tokens."""
-        path = resolve(_text(call.model, "model"), download=False).path
+        path = self._path(call.model)
         trained = inspect(path).n_ctx_train or 4096
         params: dict[str, Any] = {"parallel": 1, "n_gpu_layers": "auto", "cache_type_k": "f16", "cache_type_v": "f16"}
         est = estimate(path, n_ctx=min(trained, 4096), **params)
@@ -188,15 +195,17 @@ class Manage:
         return _json(out)
 
     def serve(self, call: Call) -> Response:
-        """Serve a model on disk (a path or a library name) with these Server parameters, load it,
-        and keep them as its preset: the router serves it so again next time."""
+        """Serve a model (one served already, or one on disk: a path or a library name) with these
+        Server parameters, load it, and keep them as its preset: the router serves it so again
+        next time. A model served from the same file under that name is served so from now on."""
         body = call.body if isinstance(call.body, dict) else {}
-        resolved = resolve(_text(call.model, "model"), download=False)
-        name = _text(body.get("name") or resolved.name, "name")
+        ref = _text(call.model, "model")
+        resolved = resolve(self.router.model_file(ref) or ref, download=False)
+        name = _text(body.get("name") or (ref if self.router.model_file(ref) else resolved.name), "name")
         own = config.flags(resolved.server_params(_server_params(body)))
+        handle = self.router.add(name, str(resolved.path), own, replace=True,
+                                 source="cache" if resolved.source == "library" else "preset")
         self.router.save_preset(name, ["--model", str(resolved.path), *own])
-        handle = self.router.add(name, str(resolved.path), own, source="cache" if resolved.source == "library"
-                                 else "preset")
         self.router.load_soon(name, handle)
         return _json({"success": True, "name": name})
 

@@ -107,19 +107,32 @@ class Router:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
-    def add(self, name: str, model: str, own_args: Sequence[str] = (), *, source: str = "preset") -> Handle:
+    def add(self, name: str, model: str, own_args: Sequence[str] = (), *, source: str = "preset",
+            replace: bool = False) -> Handle:
         """Serve one more model, as ``name``: with ``model_args``, then its saved preset's options
-        (``presets_path``), then ``own_args``."""
-        saved = presets.read(self.presets_path).get(name, []) if self.presets_path else []
+        (``presets_path``), then ``own_args``. ``replace``: ``own_args`` in place of the saved
+        preset, and a model served as ``name`` from this same file is served so from now on (its
+        server unloaded)."""
+        saved = presets.read(self.presets_path).get(name, []) if self.presets_path and not replace else []
         _, saved = take_option(saved, "--model")
         handle = self.pool.get(model, args=[*self.model_args, *saved, *own_args, "--alias", name])
         with self._lock:
-            if name in self.models:
+            old = self.models.get(name)
+            if old is not None and not (replace and _same_file(take_option(old.args, "--model")[0], model)):
                 handle.close()
                 raise ValueError(f"a model named {name!r} is served already")
-            self.models[name], self._sources[name] = handle, source
+            self.models[name] = handle
+            self._sources[name] = self._sources.get(name, source)
+        if old is not None:
+            old.unload()
+            old.close()
         self.events.publish(name, "status_change", {"status": handle.state})
         return handle
+
+    def model_file(self, name: str) -> str | None:
+        """The model file served as ``name``, if one is."""
+        handle = self._handle(name)
+        return take_option(handle.args, "--model")[0] if handle is not None else None
 
     def served(self) -> dict[str, Handle]:
         """The models served now, by name."""
@@ -356,6 +369,13 @@ class Router:
 def _feature_disabled(call: Call) -> Response:
     body = json.dumps({"error": {"message": "this feature is disabled", "type": "feature_disabled"}}).encode()
     return Response(403, "application/json; charset=utf-8", {}, body)
+
+
+def _same_file(a: str | None, b: str) -> bool:
+    try:
+        return a is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _quietly(action: Any) -> None:

@@ -86,7 +86,8 @@ async function showModels() {
       element("td", {}, String(m.requests)),
       element("td", {}, String(m.waiting + m.deferred)),
       element("td", {}, m.memory_bytes ? bytes(m.memory_bytes) : "-"),
-      element("td", {}, toggle, " ", element("a", { href: `/#/?model=${encodeURIComponent(m.name)}` }, "Chat")));
+      element("td", {}, toggle, " ", element("button", { onclick: () => configure(m.name) }, "Configure"), " ",
+              element("a", { href: `/#/?model=${encodeURIComponent(m.name)}` }, "Chat")));
   }));
 }
 
@@ -98,8 +99,7 @@ async function showLibrary() {
     element("td", {}, m.name), element("td", {}, bytes(m.size)), element("td", {}, m.quantization),
     element("td", {}, m.architecture), element("td", {}, String(m.context_length)),
     element("td", {},
-      element("button", { class: "primary", disabled: m.served ? "" : null, onclick: () => configure(m.name) },
-              m.served ? "Served" : "Configure & load"), " ",
+      element("button", { class: "primary", onclick: () => configure(m.name) }, "Configure & load"), " ",
       element("button", { onclick: () => remove(m.name) }, "Remove")))));
 }
 
@@ -187,8 +187,8 @@ async function configure(model) {
 
 function showEstimate(estimate) {
   $("#configure-estimate").replaceChildren(
-    element("div", {}, estimate.fits ? `Fits: ${bytes(estimate.total_bytes)} in all, ${bytes(estimate.worst_case_bytes)}`
-      + " with the prompt cache full" : "Does not fit these devices"),
+    element("div", {}, estimate.fits ? `Fits: ${bytes(estimate.total_bytes)} in all; up to ${bytes(estimate.worst_case_bytes)}`
+      + " once the prompt cache is full" : "Does not fit these devices"),
     ...estimate.devices.map((d) => element("div", { class: "note" },
       `${d.name}: ${bytes(d.used)} of ${bytes(d.free)} free (${d.layers} layers)`)));
   $("#configure-load").disabled = !estimate.fits;
