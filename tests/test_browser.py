@@ -15,7 +15,6 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 import llamahost
-import synthetic
 from llamahost import Router
 from llamahost.bench.peers import llama_server, llamahost_serve
 from test_models import gguf_files, home, hub  # noqa: F401 - the Hub fixtures
