@@ -98,6 +98,15 @@ def test_a_pull_reports_progress_and_a_cancelled_one_leaves_nothing(endpoint, hu
     assert http.get("/api/library").json() == [] and not list((home / "models").rglob("chat-F32.gguf"))
     assert http.get("/api/pulls").json() == []
 
+    hub.requests.clear()  # pulled again: the part downloaded before is not downloaded again
+    assert http.post("/api/pulls", json={"model": "test-org/chat-GGUF"}).json() == {"success": True}
+    deadline = time.monotonic() + 60
+    while not http.get("/api/library").json():
+        assert time.monotonic() < deadline, "the second pull did not finish"
+        time.sleep(0.05)
+    ranges = [rng for method, path, rng in hub.requests if method == "GET" and path.endswith("chat-F32.gguf")]
+    assert ranges and all(rng and not rng.startswith("bytes=0-") for rng in ranges), ranges
+
 
 def test_bad_input_gets_json_errors(endpoint, tiny_models):
     router, http = endpoint

@@ -57,4 +57,8 @@ def test_with_an_api_key_the_ui_calls_need_it(tiny_model, tiny_models):
                                                        api_key="k") as router:
         assert httpx.get(router.url + "/props").status_code == 401
         assert httpx.post(router.url + "/models/load", json={"model": "m"}).status_code == 401
+        for page in ("/", "/dashboard", "/dashboard/app.js"):  # the pages themselves, which ask for the key
+            assert httpx.get(router.url + page).status_code == 200, page
+        assert httpx.get(router.url + "/api/devices").status_code == 401
+        assert httpx.get(router.url + "/api/devices", headers={"X-Api-Key": "k"}).status_code == 200
         assert httpx.get(router.url + "/props", headers={"Authorization": "Bearer k"}).json()["role"] == "router"

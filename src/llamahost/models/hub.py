@@ -2,8 +2,8 @@
 repository's quantizations, pull one into the local library.
 
 ``HF_ENDPOINT``, ``HF_TOKEN`` and ``HF_HUB_OFFLINE`` work as for any Hub client. A download
-shows a progress bar, resumes with a range request when the connection drops (huggingface_hub
-retries), and is checked against the sha256 the Hub lists before the library records it.
+shows a progress bar, resumes with a range request when the connection drops or a pull was
+cancelled (models/download.py), and is checked against the sha256 the Hub lists before the library records it.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from __future__ import annotations
 import re
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
-from ..errors import ChecksumError, DownloadError, GatedModelError, ModelNotFoundError, PullCancelledError
+from ..errors import ChecksumError, ModelNotFoundError
 from ..gguf.info import inspect
+from .download import download
+from .hub_errors import hub_errors
 from .library import Library, LibraryModel
 from .variants import Variant, by_tag, choose, fits_by_size, free_memory, group, one_model, pick_projector
 
@@ -57,33 +58,6 @@ def offline() -> bool:
     from huggingface_hub import constants
 
     return constants.is_offline_mode()
-
-
-@contextmanager
-def hub_errors(ref: str) -> Iterator[None]:
-    """huggingface_hub's and the network's exceptions as llamahost's, naming the reference."""
-    import httpx2
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        yield
-    except GatedRepoError:
-        raise GatedModelError(f"{ref}: the repository is gated: accept its conditions on the Hub, then set HF_TOKEN "
-                              "to a token of that account") from None
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise ModelNotFoundError(ref, "no such repository on the Hugging Face Hub (a private one needs HF_TOKEN)") \
-            from None
-    except OfflineModeIsEnabled:
-        raise DownloadError(f"{ref}: HF_HUB_OFFLINE is set, so the Hub is not reached") from None
-    except (HfHubHTTPError, LocalEntryNotFoundError, httpx2.TransportError) as exc:
-        raise DownloadError(f"{ref}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -166,8 +140,8 @@ def pull(ref: str, library: Library | None = None, *, progress: Callable[[str, i
     up-to-date copy is not downloaded again. ``ref``: ``org/repo`` (the best quantization
     that fits), ``org/repo:TAG``, ``org/repo/FILE.gguf``, or the name of a pulled model.
     ``progress(url, done, total)`` is called as bytes arrive; setting ``cancel`` stops the pull
-    (PullCancelledError; the part downloaded stays in the download cache, and the next pull
-    of the file resumes it)."""
+    (PullCancelledError; the part downloaded is kept, and the next pull of the file resumes it:
+    models/download.py)."""
     library = library or Library()
     hub_ref = parse_ref(ref)
     if hub_ref is None:  # the name of a pulled model: pull it again (an update, if the repository changed)
@@ -182,7 +156,8 @@ def pull(ref: str, library: Library | None = None, *, progress: Callable[[str, i
     for filename in variant.files + ((projector,) if projector else ()):
         sibling = siblings[filename]
         checksum = sibling.lfs.sha256 if sibling.lfs else sibling.blob_id
-        path = _download(hub_ref.repo, filename, info.sha, library.folder(hub_ref.repo), ref, progress, cancel)
+        path = download(hub_ref.repo, filename, info.sha, sibling.size, library.folder(hub_ref.repo), ref,
+                        progress=progress, cancel=cancel)
         if not library.is_verified(path, checksum):
             _verify(path, checksum)
         checksums[path] = checksum
@@ -195,39 +170,6 @@ def pull(ref: str, library: Library | None = None, *, progress: Callable[[str, i
         pulled_at=time.time())
     library.record(model, checksums)
     return model
-
-
-def _download(repo: str, filename: str, revision: str, folder: Path, ref: str,
-              progress: Callable[[str, int, int], None] | None, cancel: threading.Event | None) -> Path:
-    from huggingface_hub import hf_hub_download, hf_hub_url
-
-    bar = None
-    if progress is not None or cancel is not None:
-        bar = _reporting_bar(hf_hub_url(repo, filename, revision=revision), progress, cancel, ref)
-    with hub_errors(ref):
-        return Path(hf_hub_download(repo, filename, revision=revision, local_dir=folder, tqdm_class=bar))
-
-
-def _reporting_bar(url: str, progress: Callable[[str, int, int], None] | None, cancel: threading.Event | None,
-                   ref: str) -> type:
-    """huggingface_hub's progress bar, which also reports each update and stops a cancelled pull."""
-    from huggingface_hub.utils import tqdm
-
-    class Bar(tqdm):
-        def __init__(self, *args: object, **kwargs: object):
-            super().__init__(*args, **kwargs)
-            # counted here: a bar huggingface_hub disables (no terminal) keeps no count of its own
-            self.received, self.expected = int(kwargs.get("initial") or 0), int(kwargs.get("total") or 0)
-
-        def update(self, n: float | None = 1) -> bool | None:
-            if cancel is not None and cancel.is_set():
-                raise PullCancelledError(f"{ref}: the pull was cancelled; nothing was added to the library")
-            self.received += int(n or 0)
-            if progress is not None:
-                progress(url, self.received, self.expected)
-            return super().update(n)
-
-    return Bar
 
 
 def _verify(path: Path, checksum: str) -> None:

@@ -15,7 +15,8 @@ from ..errors import DownloadError, LlamahostError
 from ..gguf.reader import HeaderIncomplete, read_header_prefix
 from ..planning.estimate import Estimate, estimate
 from .home import home_dir
-from .hub import hub_errors, library_name, repo_info, variants_of
+from .hub import library_name, repo_info, variants_of
+from .hub_errors import hub_errors
 
 FIRST_FETCH = 256 << 10  # then twice as much each time: a 150k-token vocabulary makes a header of about 4 MB
 LARGEST_HEADER = 256 << 20

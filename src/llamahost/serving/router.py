@@ -34,7 +34,7 @@ from ..models.library import Library, LibraryModel
 from ..models.resolve import names_the_hub
 from . import presets
 from .events import Events
-from .manage import Call, Manage
+from .manage import PAGES, Call, Manage
 from .metrics import prometheus
 from .pool import Handle, Pool
 from .pulls import Pulls
@@ -176,7 +176,7 @@ class Router:
         path = target.partition("?")[0]
         if path in PUBLIC_PATHS:
             return None
-        if self.api_keys and not self._authorized(headers):
+        if self.api_keys and not self._authorized(headers) and not self._page(method, path):
             return _error(401, "authentication_error", "Invalid API Key")
         origin = headers.get("Origin")
         manages = (method, path) in MANAGEMENT or (method != "GET" and path.startswith("/api/"))
@@ -191,6 +191,13 @@ class Router:
             return _error(413, "invalid_request_error",
                           f"the request body of {int(length)} bytes is larger than {self.max_body} bytes")
         return None
+
+    def _page(self, method: str, path: str) -> bool:
+        """Whether this is one of the pages' own files: public, as llama-server's UI files are
+        (the pages ask for the key, and send it with their calls)."""
+        if method != "GET":
+            return False
+        return path in PAGES or (self.ui and _native.web_ui_asset(path.lstrip("/"), False, "")[0] != 404)
 
     def allowed_origin(self, origin: str) -> bool:
         return loopback_origin(origin) or "*" in self.cors_origins or origin in self.cors_origins
