@@ -349,7 +349,13 @@ void engine::run() {
         cv_.notify_all();
     };
     server_stream_session_manager_start();
-    const int rc = llama_server(*params_, 0, nullptr);
+    int rc = 1;
+    try {
+        fit_before_load();
+        rc = llama_server(*params_, 0, nullptr);
+    } catch (const std::exception & e) {
+        LOG_ERR("%s: %s\n", __func__, e.what());
+    }
     llama_server_on_ready = nullptr;
     common_log_flush(common_log_main());
 
@@ -651,47 +657,60 @@ std::string system_info_json() {
 namespace {
 
 // The parameters a server load with these arguments uses, resolved as llama_server() and
-// server_context::load_model() resolve them, before any fitting to device memory.
+// server_context::load_model() resolve them, before any fitting to device memory. Built in
+// place and never copied: mparams points into params (its tensor split and overrides).
 struct load_params {
     common_params params;
     llama_model_params mparams;
     llama_context_params cparams;
     bool mapped;  // weights mmapped: repacked tensors then count in the mapping too
+
+    explicit load_params(common_params given) : params(std::move(given)) {
+        if (params.embedding && params.n_batch > params.n_ubatch) {  // as llama_server() does
+            params.n_batch = params.n_ubatch;
+        }
+        if (params.n_parallel < 0) {  // "auto", resolved as llama_server() does
+            params.n_parallel = 4;
+            params.kv_unified = true;
+        }
+        if (params.kv_unified_per_slot > 0 && params.n_ctx == 0 &&
+            (uint32_t) params.fit_params_min_ctx != UINT32_MAX) {  // llama_server()'s pool sizing
+            params.n_ctx = params.n_parallel * params.kv_unified_per_slot;
+        }
+        {
+            // outputs limited as server_context::load_model() does (server_output_limits, server-context.cpp)
+            const bool pooled = params.embedding || (params.pooling_type != LLAMA_POOLING_TYPE_UNSPECIFIED &&
+                                                     params.pooling_type != LLAMA_POOLING_TYPE_NONE);
+            common_speculative_output_limits limits = pooled ? common_speculative_output_limits{params.n_batch, 1}
+                : common_speculative_get_output_limits(params.n_batch, params.n_parallel,
+                                                       common_speculative_n_max(&params.speculative));
+            params.n_outputs_max = std::max<int32_t>(1, limits.total);
+            params.n_outputs_max_per_seq = std::max<int32_t>(1, limits.per_seq);
+        }
+        mparams = common_model_params_to_llama(params);
+        cparams = common_context_params_to_llama(params);
+        mapped = mparams.load_mode == LLAMA_LOAD_MODE_AUTO || mparams.load_mode == LLAMA_LOAD_MODE_MMAP ||
+                 mparams.load_mode == LLAMA_LOAD_MODE_MMAP_MLOCK;
+    }
+    load_params(const load_params &) = delete;
+    load_params & operator=(const load_params &) = delete;
 };
 
-load_params resolve_load_params(const std::vector<std::string> & args) {
-    load_params out;
-    common_params & params = out.params;
+std::unique_ptr<load_params> resolve_load_params(const std::vector<std::string> & args) {
+    common_params params;
     parse_result parsed = parse_into(args, params);
     if (!parsed.ok) {
         throw std::invalid_argument(parsed.message);
     }
-    if (params.n_parallel < 0) {  // "auto", resolved as llama_server() does
-        params.n_parallel = 4;
-        params.kv_unified = true;
-    }
-    {
-        // outputs limited as server_context::load_model() does (server_output_limits, server-context.cpp)
-        const bool pooled = params.embedding || (params.pooling_type != LLAMA_POOLING_TYPE_UNSPECIFIED &&
-                                                 params.pooling_type != LLAMA_POOLING_TYPE_NONE);
-        common_speculative_output_limits limits = pooled ? common_speculative_output_limits{params.n_batch, 1}
-            : common_speculative_get_output_limits(params.n_batch, params.n_parallel,
-                                                   common_speculative_n_max(&params.speculative));
-        params.n_outputs_max = std::max<int32_t>(1, limits.total);
-        params.n_outputs_max_per_seq = std::max<int32_t>(1, limits.per_seq);
-    }
-    out.mparams = common_model_params_to_llama(params);
-    out.cparams = common_context_params_to_llama(params);
-    out.mapped = out.mparams.load_mode == LLAMA_LOAD_MODE_AUTO || out.mparams.load_mode == LLAMA_LOAD_MODE_MMAP ||
-                 out.mparams.load_mode == LLAMA_LOAD_MODE_MMAP_MLOCK;
-    return out;
+    return std::make_unique<load_params>(std::move(params));
 }
 
 }  // namespace
 
 std::string load_params_json(const std::vector<std::string> & args) {
     init_process();
-    const load_params lp = resolve_load_params(args);
+    const auto resolved = resolve_load_params(args);
+    const load_params & lp = *resolved;
     const llama_context_params & c = lp.cparams;
     common_json out = common_json::object();
     out["n_ctx"] = c.n_ctx;
@@ -752,59 +771,133 @@ common_json dry_load(const std::string & path, llama_model_params mparams, const
 
 }  // namespace
 
-std::string memory_estimate_json(const std::vector<std::string> & args) {
-    load_params lp = resolve_load_params(args);
+namespace {
+
+// The draft model's parameters, derived from the main model's as common_init_result() derives them
+// (common.cpp). Built in place: mparams points into params.
+struct draft_params {
+    const bool has;  // a draft model of its own
+    const bool mtp;  // multi-token prediction: a context of its own on the main model's weights
+    common_params params;
+    llama_model_params mparams;
+    llama_context_params cparams;
+
+    explicit draft_params(const common_params & main)
+        : has(main.speculative.has_dft()),
+          mtp(std::find(main.speculative.types.begin(), main.speculative.types.end(),
+                        COMMON_SPECULATIVE_TYPE_DRAFT_MTP) != main.speculative.types.end()),
+          params(common_base_params_to_speculative(main)),
+          mparams(common_model_params_to_llama(params)),
+          cparams(common_context_params_to_llama(params)) {
+        if (mtp) {
+            cparams.ctx_type = LLAMA_CONTEXT_TYPE_MTP;
+        }
+        cparams.n_rs_seq = 0;
+    }
+    draft_params(const draft_params &) = delete;
+    draft_params & operator=(const draft_params &) = delete;
+};
+
+// Whether upstream's fitting could change anything: it sets only what was left unset, the
+// context size, and (where there is a GPU) the GPU layers and their split (fit.cpp).
+bool fit_may_change(const load_params & lp) {
+    if (!lp.params.fit_params) {
+        return false;
+    }
+    const bool ctx_given = lp.cparams.n_ctx != 0;
+    const bool layers_given = lp.mparams.n_gpu_layers != llama_model_default_params().n_gpu_layers;
+    return !(ctx_given && (!has_offload_device() || layers_given));
+}
+
+// The projector's memory per device, added to the fitting's margins as server_context::load_model() adds it.
+auto reserve_projector(common_params & params) {
+    auto usage = mtmd_get_memory_usage(params.mmproj.path.c_str(), projector_params(params));
+    for (const auto & [dev, size] : usage) {
+        for (size_t i = 0; i < ggml_backend_dev_count() && i < params.fit_params_target.size(); i++) {
+            if (ggml_backend_dev_get(i) == dev) {
+                params.fit_params_target[i] += size;
+            }
+        }
+    }
+    return usage;
+}
+
+// Upstream's fitting, as a load runs it (common_init_result): lp's and draft's parameters are
+// set as the load would set them. What it chose, with whether those choices can be given as
+// options (-c, -ngl, -ts) and so reproduce the load without fitting again: not where it moved
+// tensors of a mixture of experts to the host (buffer overrides).
+common_json fit_as_a_load(load_params & lp, draft_params & draft) {
     common_params & params = lp.params;
-    llama_model_params & mparams = lp.mparams;
-    llama_context_params & cparams = lp.cparams;
+    const auto overrides = [&params] {
+        return std::count_if(params.tensor_buft_overrides.begin(), params.tensor_buft_overrides.end(),
+                             [](const llama_model_tensor_buft_override & o) { return o.pattern != nullptr; });
+    };
+    const auto overrides_before = overrides();
+    const common_fit_extra_model extra = {draft.params.model.path.c_str(), &draft.mparams, &draft.cparams, !draft.has};
+    common_params_fit_status status;
+    {
+        static std::mutex fit_mu;  // not reentrant: it swaps the global llama logger
+        std::lock_guard<std::mutex> lock(fit_mu);
+        status = common_fit_params(params.model.path.c_str(), &lp.mparams, &lp.cparams, params.tensor_split,
+            params.tensor_buft_overrides.data(), params.fit_params_target.data(), params.fit_params_min_ctx,
+            draft.has || draft.mtp ? &extra : nullptr,
+            params.verbosity >= LOG_LEVEL_DEBUG ? GGML_LOG_LEVEL_DEBUG : GGML_LOG_LEVEL_ERROR);
+    }
+    common_json split = common_json::array();
+    for (size_t i = 0; i < ggml_backend_dev_count() && i < llama_max_devices(); i++) {
+        split.push_back(params.tensor_split[i]);
+    }
+    common_json free = common_json::object();
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        size_t dev_free = 0, dev_total = 0;
+        ggml_backend_dev_memory(ggml_backend_dev_get(i), &dev_free, &dev_total);
+        free[ggml_backend_dev_name(ggml_backend_dev_get(i))] = dev_free;
+    }
+    return {{"status", status == COMMON_PARAMS_FIT_STATUS_SUCCESS ? "fits"
+                       : status == COMMON_PARAMS_FIT_STATUS_FAILURE ? "does not fit" : "error"},
+            {"n_ctx", lp.cparams.n_ctx}, {"n_gpu_layers", lp.mparams.n_gpu_layers}, {"tensor_split", split},
+            {"as_options", status != COMMON_PARAMS_FIT_STATUS_ERROR && overrides() == overrides_before},
+            {"free", free}};
+}
+
+}  // namespace
+
+std::string memory_estimate_json(const std::vector<std::string> & args) {
+    const auto resolved = resolve_load_params(args);
+    load_params & lp = *resolved;
+    common_params & params = lp.params;
 
     // the projector, measured as a server load measures it before fitting (server-context.cpp)
     common_json projector = common_json::array();
     if (!params.mmproj.path.empty()) {
-        const auto usage = mtmd_get_memory_usage(params.mmproj.path.c_str(), projector_params(params));
+        const auto usage = reserve_projector(params);
         if (usage.empty()) {
             throw std::runtime_error("llama.cpp could not read the projector " + params.mmproj.path);
         }
         for (const auto & [dev, size] : usage) {
-            for (size_t i = 0; i < ggml_backend_dev_count() && i < params.fit_params_target.size(); i++) {
-                if (ggml_backend_dev_get(i) == dev) {
-                    params.fit_params_target[i] += size;  // as the server does: the fit leaves room for it
-                }
-            }
             const bool host = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
             projector.push_back({{"name", host ? "host" : ggml_backend_dev_name(dev)}, {"bytes", (uint64_t) size}});
         }
     }
 
-    // a draft model is created from the same parameters and fitted with the main one (common.cpp)
-    const bool has_draft = params.speculative.has_dft();
-    common_params params_dft = common_base_params_to_speculative(params);
-    llama_model_params mparams_dft = common_model_params_to_llama(params_dft);
-    llama_context_params cparams_dft = common_context_params_to_llama(params_dft);
-    cparams_dft.n_rs_seq = 0;
-
+    draft_params draft(params);
     std::string fit_status = "not needed";
-    if (params.fit_params && has_offload_device()) {
-        // as a real load does (common_init_result): fit unset parameters to free device memory.
-        // Not reentrant: it swaps the global llama logger.
-        const common_fit_extra_model extra = {params_dft.model.path.c_str(), &mparams_dft, &cparams_dft, false};
-        static std::mutex fit_mu;
-        std::lock_guard<std::mutex> lock(fit_mu);
-        const common_params_fit_status status = common_fit_params(params.model.path.c_str(), &mparams, &cparams,
-            params.tensor_split, params.tensor_buft_overrides.data(), params.fit_params_target.data(),
-            params.fit_params_min_ctx, has_draft ? &extra : nullptr, GGML_LOG_LEVEL_ERROR);
-        if (status == COMMON_PARAMS_FIT_STATUS_ERROR) {
+    common_json fitted = nullptr;
+    if (fit_may_change(lp)) {
+        fitted = fit_as_a_load(lp, draft);
+        fit_status = fitted["status"];
+        if (fit_status == "error") {
             throw std::runtime_error("llama.cpp could not read the model to fit it");
         }
-        fit_status = status == COMMON_PARAMS_FIT_STATUS_SUCCESS ? "fits" : "does not fit";
     }
 
-    common_json out = dry_load(params.model.path, mparams, cparams, lp.mapped, "model");
-    out["n_gpu_layers"] = mparams.n_gpu_layers;
+    common_json out = dry_load(params.model.path, lp.mparams, lp.cparams, lp.mapped, "model");
+    out["n_gpu_layers"] = lp.mparams.n_gpu_layers;
     out["fit_status"] = fit_status;
+    out["fitted"] = fitted;
     out["projector"] = projector;
-    if (has_draft) {
-        out["draft"] = dry_load(params_dft.model.path, mparams_dft, cparams_dft, lp.mapped, "draft model");
+    if (draft.has) {
+        out["draft"] = dry_load(draft.params.model.path, draft.mparams, draft.cparams, lp.mapped, "draft model");
     }
     common_json loras = common_json::array();
     for (const auto & lora : params.lora_adapters) {
@@ -813,6 +906,32 @@ std::string memory_estimate_json(const std::vector<std::string> & args) {
     out["lora"] = loras;
     out["cache_ram_mib"] = params.cache_ram_mib;
     return out.dump();
+}
+
+// Upstream's fitting, run here as the load would run it, its choices then given to the load
+// (which fits no more): what it chose is known (fitted()), and can be given next time.
+void engine::fit_before_load() {
+    load_params lp(*params_);
+    if (!fit_may_change(lp)) {
+        return;
+    }
+    if (!lp.params.mmproj.path.empty()) {
+        reserve_projector(lp.params);  // a projector it cannot read fails the load as before, after the fitting
+    }
+    draft_params draft(lp.params);
+    common_json fitted = fit_as_a_load(lp, draft);
+    params_->n_ctx = (int32_t) lp.cparams.n_ctx;
+    params_->n_gpu_layers = lp.mparams.n_gpu_layers;
+    std::copy(lp.params.tensor_split, lp.params.tensor_split + llama_max_devices(), params_->tensor_split);
+    params_->tensor_buft_overrides = lp.params.tensor_buft_overrides;
+    params_->fit_params = false;
+    std::lock_guard<std::mutex> lock(mu_);
+    fitted_json_ = fitted.dump();
+}
+
+std::string engine::fitted() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fitted_json_;
 }
 
 struct chat_vocab::impl {

@@ -63,10 +63,13 @@ public:
     std::vector<std::string> routes() const;
     // JSON: what the loaded model and context really hold, per device and on the host
     std::string memory_breakdown() const;
+    // JSON: what upstream's fitting chose before the load ("" when it could change nothing and did not run)
+    std::string fitted() const;
 
 private:
     struct call_scope;
     void run();
+    void fit_before_load();
     std::shared_ptr<stream_state> find_stream(uint64_t id);
 
     std::unique_ptr<common_params> params_;
@@ -81,6 +84,7 @@ private:
     std::atomic<bool> stopping_{false};
     int exit_code_ = 0;
     std::string memory_json_;
+    std::string fitted_json_;
     int port_ = 0;
 
     // direct calls in flight; stop() waits for them before the server objects go away

@@ -33,6 +33,7 @@ cdef extern from "_engine.h" namespace "llamahost" nogil:
         cbool running()
         vector[string] routes()
         string memory_breakdown()
+        string fitted()
 
     cdef cppclass chat_vocab:
         chat_vocab(const vector[string] & args) except +
@@ -146,6 +147,9 @@ cdef class Engine:
 
     def memory_breakdown(self):
         return self._ptr.memory_breakdown().decode("utf-8")
+
+    def fitted(self):
+        return self._ptr.fitted().decode("utf-8")
 
     def routes(self):
         return sorted(r.decode("utf-8") for r in self._ptr.routes())

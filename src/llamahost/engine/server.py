@@ -18,6 +18,7 @@ from ..errors import ModelLoadError, ServerClosedError
 from ..gguf.info import read_model
 from ..models.resolve import resolve
 from ..planning.estimate import fitted_context
+from . import plans
 from .client import Client
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ class Server(Client):
         self.args = args
         self.host = settings["hosts"][0] if settings["hosts"] else "127.0.0.1"
         self._lock = threading.Lock()
-        self._engine = _native.Engine(args)
+        engine_args, plan_key = plans.planned(args)
+        self._engine = _native.Engine(engine_args)
         self._closed = False
         security.warn_if_exposed(settings["hosts"], len(settings["api_keys"]), "llama.cpp's server")
         try:
@@ -71,6 +73,11 @@ class Server(Client):
             self._closed = True
             raise
         self.port = self._engine.port
+        fitted = self._engine.fitted()
+        plans.remember(plan_key, json.loads(fitted) if fitted else None)
+        #: how the load met upstream's fitting: "ran", "remembered" (a plan's options given), or
+        #: "not needed" (the command line left it nothing to choose)
+        self.fitting = "ran" if fitted else "remembered" if len(engine_args) > len(args) else "not needed"
 
     # -- lifecycle -------------------------------------------------------------------------
 

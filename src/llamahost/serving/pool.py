@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..core import _native, cmdline, config
 from ..core.transport import Chunks, Response, free_port, health_status
+from ..engine import plans
 from ..engine.client import Client
 from ..engine.server import Server, command_line
 from ..errors import ModelLoadError, ServerClosedError
@@ -588,9 +589,11 @@ def _bounded_prompt_cache(params: dict[str, Any]) -> dict[str, Any]:
 def _plan(path: str, args: list[str]) -> Estimate:
     """What a server with this command line holds on each device: the engine's dry run."""
     try:
-        return from_engine(path, json.loads(_native.memory_estimate(args)))
+        data = json.loads(_native.memory_estimate(args))
     except RuntimeError as exc:
         raise ModelLoadError(path, str(exc)) from None
+    plans.remember(plans.key(args), data.get("fitted"))  # the load then needs no fitting of its own
+    return from_engine(path, data)
 
 
 _open_pools: set[Pool] = set()
