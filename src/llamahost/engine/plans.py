@@ -5,7 +5,7 @@ a load without allocation).
 The engine fits before it loads (core/_engine.cpp ``fit_before_load``) only where the fitting
 could change something: never when the context size is given and, with a GPU, the GPU layers
 too. A plan is kept under the llamahost home (``plans/``), keyed by the command line (but for
-where the server listens and its alias), the
+where the server listens, its alias and where it saves slots), the
 ``LLAMA_ARG_*`` variables, each file the command line names (path, size, modification time),
 llama.cpp's build and the devices (names and total memory). It is used only while each device's
 free memory is within ``free_margin`` of what it was when the plan was made (at most 2% of the
@@ -36,7 +36,7 @@ def free_margin(total: int) -> int:
 
 
 def key(args: Sequence[str]) -> str:
-    for where in ("--port", "--host", "--alias"):  # where it listens and what it is called: no part of a fit
+    for where in ("--port", "--host", "--alias", "--slot-save-path"):  # where it listens, its name, its files
         _, args = take_option(args, where)
     stamps = []
     for arg in args:

@@ -21,6 +21,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..core import _native, cmdline, config
@@ -28,8 +29,9 @@ from ..core.transport import Chunks, Response, free_port, health_status
 from ..engine import plans
 from ..engine.client import Client
 from ..engine.server import Server, command_line
-from ..errors import ModelLoadError, ServerClosedError
+from ..errors import LlamahostError, ModelLoadError, ServerClosedError
 from ..planning.estimate import Estimate, from_engine
+from .slots import SlotFiles
 
 log = logging.getLogger("llamahost.pool")
 
@@ -50,6 +52,7 @@ class _Model:
     backend: Any = None  # a Server (thread isolation) or a Worker (process isolation)
     port: int = 0  # kept across reloads, so the model's url stays the same
     plan: Estimate | None = None  # the engine's dry run of ``args``: bytes per device
+    slot_folder: Path | None = None  # where its slots are saved when it unloads (serving/slots.py)
 
     @property
     def needs(self) -> int | None:
@@ -91,13 +94,15 @@ class Pool:
     every ``health_interval`` seconds, ``health_timeout`` each) is restarted after
     ``restart_backoff[0]`` seconds, doubling up to ``restart_backoff[1]``, at most
     ``max_restarts`` times in five minutes; after that it waits for the next request.
+    ``slot_cache``: bytes (or a text like ``"2GiB"``) of conversations kept on disk for models
+    that were unloaded, restored when they load again (serving/slots.py; 0 or None: none).
     Events go to the ``llamahost.pool`` logger; counters are in ``stats()``.
     """
 
     def __init__(self, memory_budget: int | str | None = None, idle_ttl: float | None = 300,
                  isolation: str = "thread", *, health_interval: float = 10.0, health_timeout: float = 5.0,
                  restart_backoff: tuple[float, float] = (0.25, 30.0), max_restarts: int = 5,
-                 load_timeout: float = 600.0):
+                 load_timeout: float = 600.0, slot_cache: int | str | None = "2GiB"):
         if isolation not in ("thread", "process"):
             raise ValueError(f"isolation must be 'thread' or 'process', not {isolation!r}")
         if idle_ttl is not None and idle_ttl <= 0:
@@ -114,8 +119,10 @@ class Pool:
         self.restart_backoff = restart_backoff
         self.max_restarts = max_restarts
         self.load_timeout = load_timeout
+        self._slots = SlotFiles(config.parse_size(slot_cache) if slot_cache else 0)
         self._models: dict[tuple, _Model] = {}
-        self._to_close: list[Client] = []  # servers unloaded under the lock, to close outside it
+        # servers unloaded under the lock, to close outside it (their slots saved first where a folder is given)
+        self._to_close: list[tuple[Client, Path | None]] = []
         self._cond = threading.Condition()  # reentrant: a handle's __del__ may run while it is held
         self._closed = threading.Event()  # set by close(): loads in progress watch it and stop
         self._restarts: set[threading.Thread] = set()  # the monitor's restarts in progress
@@ -176,7 +183,7 @@ class Pool:
             self._closed.set()
             for m in self._models.values():
                 if m.backend is not None:
-                    self._to_close.append(m.backend)
+                    self._to_close.append((m.backend, None))
                 m.backend, m.state = None, UNLOADED
             self._cond.notify_all()
         self._monitor.join()
@@ -259,6 +266,7 @@ class Pool:
             self._make_room(m)
             self._close_unloaded()
             port, args = cmdline.take_option(m.args, "--port")
+            args, m.slot_folder = self._slots.args_for(args)
             if not m.port:
                 m.port = int(port or 0) or free_port()
             started = time.perf_counter()
@@ -269,6 +277,8 @@ class Pool:
                                  load_timeout=self.load_timeout, cancel=self._closed)
             else:
                 backend = Server.from_args(args + ["--port", str(m.port)], cancel=self._closed)
+            if m.slot_folder is not None:
+                self._restore_slots(m, backend)
         except BaseException as exc:
             with self._cond:
                 m.attempts += 1
@@ -326,7 +336,7 @@ class Pool:
         if m.refs == 0:
             self._models.pop(m.key, None)
         self._cond.notify_all()
-        self._to_close.append(backend)
+        self._to_close.append((backend, m.slot_folder))
 
     def _unload(self, m: _Model) -> None:
         """Unload now, waiting for the requests in flight (Handle.unload)."""
@@ -340,8 +350,23 @@ class Pool:
     def _close_unloaded(self) -> None:
         with self._cond:
             backends, self._to_close = self._to_close, []
-        for backend in backends:
+        for backend, slot_folder in backends:
+            if slot_folder is not None:
+                try:
+                    saved = self._slots.save(backend, slot_folder)
+                    if saved:
+                        log.info("saved %d conversation(s) of %s", saved, slot_folder.name)
+                except (OSError, ValueError, LlamahostError) as exc:
+                    log.warning("could not save the conversations of %s: %s", slot_folder.name, exc)
             backend.close()  # a closed Server hands the heap it freed back to the system
+
+    def _restore_slots(self, m: _Model, backend: Client) -> None:
+        try:
+            restored = self._slots.restore(backend, m.slot_folder)
+            if restored:
+                log.info("restored %d conversation(s) of %s", restored, m.name)
+        except (OSError, ValueError, LlamahostError) as exc:
+            log.warning("could not restore the conversations of %s: %s", m.name, exc)
 
     # -- failures ------------------------------------------------------------------------------
 
