@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 THREADS = ["-t", "2", "-tb", "2"]
 
