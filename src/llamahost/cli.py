@@ -37,6 +37,8 @@ first request. The llama-server options after the models apply to every model; -
   --memory-budget SIZE  e.g. 16GiB (default: the free memory); the least recently used
                         models are unloaded to make room for a model that would not fit
   --idle-ttl SECONDS    unload a model unused this long (default 300; 0: never)
+  --slot-cache SIZE     conversations kept on disk when a model unloads, restored when it
+                        loads again (default 2GiB; 0: none)
   --models-preset FILE  presets in llama-server's INI format (default: presets.ini in the
                         llamahost home): a model's saved options, and models of their own
   --dashboard           with one MODEL: serve it this way too (the dashboard, the model picker);
@@ -44,7 +46,8 @@ first request. The llama-server options after the models apply to every model; -
 The endpoint serves llama.cpp's web UI at / and a dashboard of the models and devices at
 /dashboard (its API: docs/API.md).
 """
-MULTI_MODEL_OPTIONS = ("--models-dir", "--isolation", "--memory-budget", "--idle-ttl", "--models-preset")
+MULTI_MODEL_OPTIONS = ("--models-dir", "--isolation", "--memory-budget", "--idle-ttl", "--models-preset",
+                       "--slot-cache")
 
 
 def _human(n: int) -> str:
@@ -308,7 +311,7 @@ def cmd_serve_models(models: list[str], flags: list[str], *, load: bool = False)
         named = _model_names(models, options["--models-dir"], presets_path)
         idle_ttl = float(options["--idle-ttl"] or 300)
         pool = Pool(memory_budget=options["--memory-budget"], idle_ttl=idle_ttl or None,
-                    isolation=options["--isolation"] or "thread")
+                    isolation=options["--isolation"] or "thread", slot_cache=options["--slot-cache"] or "2GiB")
     except (ValueError, OSError) as exc:
         print(f"llamahost serve: {exc}", file=sys.stderr)
         return 2
