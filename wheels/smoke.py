@@ -55,10 +55,13 @@ def check_backends(backend: str) -> dict:
     tried = gpus[:gpus.index(active)] if active in gpus else gpus
     check(active in gpus or active == "cpu", f"the backend in use is one of the wheel's, or the CPU ({active})")
     check(sorted(unavailable) == sorted(tried),
-          f"each GPU backend skipped before {active} says why: {unavailable or 'none skipped'}")
+          f"the GPU backends tried before {active}, skipped, each with its reason: {unavailable or 'none'}")
     warned = warnings_in(default.stderr)
-    check(len(warned) == (1 if tried else 0), f"{'exactly one warning' if tried else 'no warning'}: {warned}")
-    check(all(f"{name}: {unavailable[name]}" in warned[0] for name in tried), "the warning gives each reason")
+    if tried:
+        check(len(warned) == 1 and all(f"{name}: {unavailable[name]}" in warned[0] for name in tried),
+              f"exactly one warning, giving each reason: {warned}")
+    else:
+        check(not warned, f"no warning: {warned}")
     for name in tried:
         forced = probe(name)
         check(forced.returncode != 0 and f"LLAMAHOST_BACKEND={name}" in forced.stderr,
