@@ -15,3 +15,15 @@ target_link_libraries(llamahost-peer-llama-server PRIVATE llamahost-upstream-ser
 set_target_properties(llamahost-peer-llama-server PROPERTIES OUTPUT_NAME llama-server
     RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/peers)
 set_target_properties(llama-bench PROPERTIES EXCLUDE_FROM_ALL OFF RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/peers)
+if(GGML_BACKEND_DL)
+    # a portable build's backends are modules, which llama-server and llama-bench look for beside
+    # themselves (ggml_backend_load_all): linked there from the build's bin folder
+    foreach(module ${GGML_AVAILABLE_BACKENDS})
+        if(TARGET ${module})
+            add_dependencies(llamahost-peer-llama-server ${module})
+            add_custom_command(TARGET llamahost-peer-llama-server POST_BUILD
+                COMMAND ${CMAKE_COMMAND} -E create_symlink $<TARGET_FILE:${module}>
+                        ${CMAKE_BINARY_DIR}/peers/$<TARGET_FILE_NAME:${module}>)
+        endif()
+    endforeach()
+endif()

@@ -39,8 +39,15 @@ foreach(module ${GGML_AVAILABLE_BACKENDS})
         set_target_properties(${module} PROPERTIES INSTALL_RPATH "${_origin}/..")
     elseif(module STREQUAL "ggml-cuda")
         # CUDA's runtime and cuBLAS from the system, or from NVIDIA's pip wheels beside the package
-        set(cuda_dirs ${_origin} ${_origin}/../nvidia/cuda_runtime/lib ${_origin}/../nvidia/cublas/lib)
-        set_target_properties(${module} PROPERTIES INSTALL_RPATH "${cuda_dirs}")
+        # (site-packages/nvidia, two levels above llamahost/core): CUDA 13's in nvidia/cu13/lib,
+        # CUDA 12's in a folder per library
+        find_package(CUDAToolkit REQUIRED)
+        if(CUDAToolkit_VERSION_MAJOR GREATER_EQUAL 13)
+            set(cuda_dirs ${_origin}/../../nvidia/cu${CUDAToolkit_VERSION_MAJOR}/lib)
+        else()
+            set(cuda_dirs ${_origin}/../../nvidia/cuda_runtime/lib ${_origin}/../../nvidia/cublas/lib)
+        endif()
+        set_target_properties(${module} PROPERTIES INSTALL_RPATH "${_origin};${cuda_dirs}")
     endif()
     install(TARGETS ${module} LIBRARY DESTINATION ${destination} RUNTIME DESTINATION ${destination})
 endforeach()

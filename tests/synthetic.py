@@ -46,12 +46,17 @@ def write_llama(path: Path, **kw) -> Path:
 def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int = 2, n_embd: int = 128,
                 n_head: int = 4, n_head_kv: int = 2, n_ff: int = 256, n_ctx_train: int = 4096,
                 n_expert: int = 4, n_expert_used: int = 2, chat_template: str | None = None, reranker: bool = False,
-                weight_type: str = "F32", split_max_tensors: int = 0, seed: int = 0) -> Path:
+                weight_type: str = "F32", split_max_tensors: int = 0, seed: int = 0,
+                shared_weights: bool = False) -> Path:
     """A model of one of the architectures llama, qwen3, qwen3moe (MoE) or bert (embeddings;
     with ``reranker`` a classifier head and rank pooling). ``weight_type`` (F32, F16, Q8_0,
     Q4_0, ...) quantizes the matrices; ``split_max_tensors`` writes a split GGUF
-    (``name-00001-of-0000N.gguf``, the first part returned)."""
+    (``name-00001-of-0000N.gguf``, the first part returned). ``shared_weights``: the matrices of
+    one shape share one random draw, drawn and quantized once, so that a model of a billion
+    parameters is written in seconds (for measuring memory and speed, which the values leave alone)."""
     rng = np.random.default_rng(seed)
+    drawn: dict[tuple[int, ...], np.ndarray] = {}
+    quantized: dict[int, np.ndarray] = {}  # id of a shared draw -> its quantized bytes
     writer = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
     writer.add_name(f"synthetic-{arch}")
     writer.add_block_count(n_layer)
@@ -79,7 +84,12 @@ def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int
         writer.add_chat_template(chat_template)
 
     def weight(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        if shared_weights and shape in drawn:
+            return drawn[shape]
+        data = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        if shared_weights:
+            drawn[shape] = data
+        return data
 
     def ones(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)
@@ -87,10 +97,17 @@ def write_model(path: Path, arch: str, *, vocab: str | None = None, n_layer: int
     def zeros(n: int) -> np.ndarray:
         return np.zeros(n, dtype=np.float32)
 
+    def packed(data: np.ndarray) -> np.ndarray:
+        if not shared_weights:
+            return gguf.quants.quantize(data, qtype)
+        if id(data) not in quantized:  # a shared draw lives on in ``drawn``: its id stays its own
+            quantized[id(data)] = gguf.quants.quantize(data, qtype)
+        return quantized[id(data)]
+
     def add(name: str, data: np.ndarray) -> None:
         # norms, biases and the embeddings that are added rather than multiplied stay F32, as llama-quantize keeps them
         if data.ndim >= 2 and qtype != gguf.GGMLQuantizationType.F32 and name not in UNQUANTIZED:
-            writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+            writer.add_tensor(name, packed(data), raw_dtype=qtype)
         else:
             writer.add_tensor(name, data)
 

@@ -1,6 +1,8 @@
-"""One recipe per wheel index: the backend it is built for and the libraries the wheel repair
+"""One recipe per wheel index: the backends it is built for and the libraries the wheel repair
 must leave to the user's system. The CUDA indexes differ only in the toolkit that builds them
-(installed by the workflow); ggml picks the GPU architectures that toolkit supports.
+(installed by the workflow); ggml picks the GPU architectures that toolkit supports. Their wheels
+carry the Vulkan module too, so that a machine whose driver is too old for the toolkit (or has
+no CUDA runtime) falls back to Vulkan before the CPU.
 
 ``python wheels/recipes.py INDEX --github-env`` prints the cibuildwheel settings for the
 workflow (.github/workflows/wheels.yml); wheels/build.py uses the same recipes locally;
@@ -19,14 +21,21 @@ PORTABLE = {"LLAMAHOST_PORTABLE": "ON", "LLAMAHOST_BUILD_PEERS": "OFF"}
 
 # The driver, CUDA's runtime and cuBLAS come from the user's system (or the nvidia-* pip wheels):
 # bundled, they would make a wheel of over 500 MB. Likewise the Vulkan loader.
-CUDA12_LIBS = ("libcuda.so.1", "libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12")
-CUDA12_DLLS = ("nvcuda.dll", "cudart64_12.dll", "cublas64_12.dll", "cublasLt64_12.dll")
+VULKAN_LIBS, VULKAN_DLLS = ("libvulkan.so.1",), ("vulkan-1.dll",)
+
+
+def cuda_libs(major: int) -> tuple[str, ...]:
+    return ("libcuda.so.1", f"libcudart.so.{major}", f"libcublas.so.{major}", f"libcublasLt.so.{major}")
+
+
+def cuda_dlls(major: int) -> tuple[str, ...]:
+    return ("nvcuda.dll", f"cudart64_{major}.dll", f"cublas64_{major}.dll", f"cublasLt64_{major}.dll")
 
 
 @dataclass(frozen=True)
 class Recipe:
     index: str                            # the index's name: <index-url>/<index>/simple
-    backend: str                          # LLAMAHOST_BACKEND
+    backend: str                          # LLAMAHOST_BACKEND: one, or GPU backends in the chain's order ("cuda,vulkan")
     system_libs: tuple[str, ...] = ()     # Linux: left out of the repaired wheel
     system_dlls: tuple[str, ...] = ()     # Windows: likewise
 
@@ -46,9 +55,10 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {r.index: r for r in (
     Recipe("cpu", "cpu"),
-    Recipe("cu124", "cuda", CUDA12_LIBS, CUDA12_DLLS),
-    Recipe("cu128", "cuda", CUDA12_LIBS, CUDA12_DLLS),
-    Recipe("vulkan", "vulkan", ("libvulkan.so.1",), ("vulkan-1.dll",)),
+    Recipe("cu124", "cuda,vulkan", cuda_libs(12) + VULKAN_LIBS, cuda_dlls(12) + VULKAN_DLLS),
+    Recipe("cu128", "cuda,vulkan", cuda_libs(12) + VULKAN_LIBS, cuda_dlls(12) + VULKAN_DLLS),
+    Recipe("cu130", "cuda,vulkan", cuda_libs(13) + VULKAN_LIBS, cuda_dlls(13) + VULKAN_DLLS),
+    Recipe("vulkan", "vulkan", VULKAN_LIBS, VULKAN_DLLS),
     Recipe("metal", "metal"),
 )}
 

@@ -3,11 +3,11 @@ from outside the source tree (so that ``import llamahost`` is the wheel).
 
     python wheels/smoke.py --backend cpu      # or LLAMAHOST_WHEEL_BACKEND=cpu (cibuildwheel's test)
 
-Checks that the wheel was built for that backend and imports; that the backend in use is that
-one or, when it cannot load here (no driver, no device), the CPU with exactly one warning;
-that forcing an unusable backend, or one the wheel lacks, is a clear error and forcing the CPU
-is silent; and that a chat with the demo model (the ``demo`` extra) answers. Exits non-zero on
-any failure.
+Checks that the wheel was built for that backend (or backends: ``--backend cuda,vulkan``) and
+imports; that the backend in use is the first of its GPU backends that loads here, or the CPU,
+with exactly one warning naming each one skipped and why (no driver, no device); that forcing a
+skipped backend, or one the wheel lacks, is a clear error and forcing the CPU is silent; and that
+a chat with the demo model (the ``demo`` extra) answers. Exits non-zero on any failure.
 """
 
 from __future__ import annotations
@@ -41,24 +41,32 @@ def check(condition: bool, message: str) -> None:
 
 
 def check_backends(backend: str) -> dict:
+    """``backend``: what the wheel was built for, one name or its GPU backends ("cuda,vulkan")."""
     default = probe(None)
     check(default.returncode == 0, "system_info() runs" + ("" if default.returncode == 0 else f"\n{default.stderr}"))
     info = json.loads(default.stdout)
-    print(f"smoke: backend {info['backend']}, active {info['active_backend']}, CPU variant {info['cpu_variant']}, "
-          f"unavailable {info['unavailable_backends']}")
+    active, unavailable = info["active_backend"], info["unavailable_backends"]
+    print(f"smoke: backend {info['backend']}, active {active}, CPU variant {info['cpu_variant']}, "
+          f"unavailable {unavailable}")
     check(info["backend"] == backend, f"the wheel records its backend ({info['backend']})")
     check(info["cpu_variant"] is not None, f"a CPU variant was chosen at run time ({info['cpu_variant']})")
+    gpus = [name for name in backend.split(",") if name != "cpu"]
+    # the chain stops at the first GPU backend that works: every one before it was tried and skipped
+    tried = gpus[:gpus.index(active)] if active in gpus else gpus
+    check(active in gpus or active == "cpu", f"the backend in use is one of the wheel's, or the CPU ({active})")
+    check(sorted(unavailable) == sorted(tried),
+          f"the GPU backends tried before {active}, skipped, each with its reason: {unavailable or 'none'}")
     warned = warnings_in(default.stderr)
-    if info["active_backend"] == backend:
-        check(not warned, f"the {backend} backend is in use, with no warning")
+    if tried:
+        check(len(warned) == 1 and all(f"{name}: {unavailable[name]}" in warned[0] for name in tried),
+              f"exactly one warning, giving each reason: {warned}")
     else:
-        check(info["active_backend"] == "cpu" and backend in info["unavailable_backends"],
-              f"{backend} unavailable here ({info['unavailable_backends'].get(backend)}): fell back to the CPU")
-        check(len(warned) == 1, f"exactly one warning: {warned}")
-        forced = probe(backend)
-        check(forced.returncode != 0 and f"LLAMAHOST_BACKEND={backend}" in forced.stderr,
-              f"forcing {backend} is a clear error: {forced.stderr.strip().splitlines()[-1:]}")
-    other = "vulkan" if backend != "vulkan" else "cuda"
+        check(not warned, f"no warning: {warned}")
+    for name in tried:
+        forced = probe(name)
+        check(forced.returncode != 0 and f"LLAMAHOST_BACKEND={name}" in forced.stderr,
+              f"forcing {name} is a clear error: {forced.stderr.strip().splitlines()[-1:]}")
+    other = next(name for name in ("vulkan", "cuda", "hip") if name not in gpus)
     absent = probe(other)
     check(absent.returncode != 0 and f"LLAMAHOST_BACKEND={other}" in absent.stderr,
           f"forcing {other}, not in this wheel, is a clear error: {absent.stderr.strip().splitlines()[-1:]}")
@@ -83,7 +91,8 @@ def check_chat() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default=os.environ.get("LLAMAHOST_WHEEL_BACKEND"),
-                        help="the backend the wheel was built for (default: $LLAMAHOST_WHEEL_BACKEND)")
+                        help="the backend(s) the wheel was built for, as the recipe names them "
+                             "(default: $LLAMAHOST_WHEEL_BACKEND)")
     args = parser.parse_args(argv)
     if not args.backend:
         parser.error("--backend or LLAMAHOST_WHEEL_BACKEND is required")
