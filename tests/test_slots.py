@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 import llamahost
 from test_models import home  # noqa: F401 - an empty llamahost home
 
@@ -25,12 +27,16 @@ def next_turn_after_an_unload(pool, model, **params) -> dict:
     return turn(handle, STORY + " And then?")
 
 
-def test_the_next_turn_reuses_the_cache_saved_at_the_unload(tiny_model, home):  # noqa: F811
+# the demo model (gemma 3) attends through a sliding window: its cache is reused only from a context
+# checkpoint, which the slot's file must carry (patches/0011)
+@pytest.mark.parametrize("model", ["tiny_model", "demo_model"])
+def test_the_next_turn_reuses_the_cache_saved_at_the_unload(model, home, request):  # noqa: F811
+    model = request.getfixturevalue(model)
     with llamahost.Pool(idle_ttl=None) as pool:
-        resumed = next_turn_after_an_unload(pool, tiny_model)
+        resumed = next_turn_after_an_unload(pool, model)
         assert len(list((home / "slots").glob("*/slot-0.bin"))) == 1
     with llamahost.Pool(idle_ttl=None, slot_cache=0) as pool:
-        again = next_turn_after_an_unload(pool, tiny_model)
+        again = next_turn_after_an_unload(pool, model)
     assert resumed["timings"]["cache_n"] > 500 and again["timings"]["cache_n"] == 0
     assert resumed["timings"]["prompt_n"] + resumed["timings"]["cache_n"] == again["timings"]["prompt_n"]
     assert resumed["content"] == again["content"]
@@ -64,9 +70,11 @@ def test_the_saved_conversations_stay_within_their_bound(tiny_model, home):  # n
     assert not list((home / "slots").glob("*/slot-*.bin"))
 
 
-def test_the_engine_refuses_a_damaged_file_itself(tiny_model, tmp_path):
-    """patches/0009 and 0010: upstream asserted on a short slot file (the end of the process)."""
-    with llamahost.Server(tiny_model, n_ctx=2048, slot_save_path=str(tmp_path)) as srv:
+@pytest.mark.parametrize("model", ["tiny_model", "demo_model"])
+def test_the_engine_refuses_a_damaged_file_itself(model, tmp_path, request):
+    """patches/0009 and 0010: upstream asserted on a short slot file (the end of the process); 0011:
+    the demo model's file ends with its context checkpoints, which are checked as strictly."""
+    with llamahost.Server(request.getfixturevalue(model), n_ctx=2048, slot_save_path=str(tmp_path)) as srv:
         srv.request("POST", "/completion", {"prompt": STORY, "n_predict": 1})
         assert srv.request("POST", "/slots/0?action=save", {"filename": "whole.bin"}).status == 200
         data = (tmp_path / "whole.bin").read_bytes()
