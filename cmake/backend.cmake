@@ -39,6 +39,9 @@ else()
     set(_backend cpu)
 endif()
 
+# ggml RPC in every build: `llamahost rpc-server` offers a machine's devices, `--rpc` uses them
+set(GGML_RPC ON CACHE BOOL "ggml: RPC client and server" FORCE)
+
 if(LLAMAHOST_PORTABLE)
     set(GGML_BACKEND_DL ON CACHE BOOL "" FORCE)
     set(GGML_NATIVE OFF CACHE BOOL "" FORCE)

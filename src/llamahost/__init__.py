@@ -22,6 +22,7 @@ from .errors import (
                      ModelLoadError,
                      ModelNotFoundError,
                      ModelReferenceError,
+                     RPCWorkerError,
                      ServerClosedError,
 )
 
@@ -30,6 +31,7 @@ _LAZY = {
     ".chat.messages": ("Normalized", "normalize_messages"),
     ".core.devices": ("devices", "system_info", "use_backend"),
     ".core.transport": ("Response",),
+    ".engine.rpc_worker": ("RPCWorker", "serve_rpc"),
     ".engine.server": ("Server",),
     ".engine.template": ("ChatTemplate", "chat_template"),
     ".engine.tokens": ("TokenCount", "count_tokens", "estimate_tokens"),
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from .chat.messages import Normalized, normalize_messages
     from .core.devices import devices, system_info, use_backend
     from .core.transport import Response
+    from .engine.rpc_worker import RPCWorker, serve_rpc
     from .engine.server import Server
     from .engine.template import ChatTemplate, chat_template
     from .engine.tokens import TokenCount, count_tokens, estimate_tokens
@@ -83,5 +86,6 @@ __all__ = [
     "search_models",
     "ChatTemplate", "Normalized", "Provider", "TokenCount", "chat_template", "count_tokens", "estimate_tokens",
     "normalize_messages",
+    "RPCWorker", "RPCWorkerError", "serve_rpc",
     "system_info", "use_backend", "__version__",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from ._version import __version__
 from .core.cmdline import read as read_command_line
 from .core.cmdline import take_option
+from .engine import rpc_worker
 from .models.home import home_dir
 
 SERVE_HELP = """\
@@ -45,6 +46,10 @@ first request. The llama-server options after the models apply to every model; -
                         with no MODEL, the demo model is served this way, loaded at once
 The endpoint serves llama.cpp's web UI at / and a dashboard of the models and devices at
 /dashboard (its API: docs/API.md).
+
+--rpc HOST:PORT,... (workers started with `llamahost rpc-server` on those machines) adds
+their devices; a model using them is served from a worker process of its own, so that a
+worker that stops answering fails that model's requests (503) and nothing else.
 """
 MULTI_MODEL_OPTIONS = ("--models-dir", "--isolation", "--memory-budget", "--idle-ttl", "--models-preset",
                        "--slot-cache")
@@ -61,7 +66,7 @@ def _human(n: int) -> str:
 def cmd_devices(args: argparse.Namespace) -> int:
     from .core.devices import devices, system_info
 
-    found = devices()
+    found = devices(rpc=args.rpc)
     if args.json:
         print(json.dumps({"devices": found, "system": system_info()}, indent=2))
         return 0
@@ -258,6 +263,11 @@ def cmd_serve(argv: list[str]) -> int:
         from .models.demo import demo_model_path
 
         return cmd_serve_models([str(demo_model_path())], flags, load=True)
+    if take_option(flags, "--rpc")[0] is not None:
+        # through the pool, which serves it from a worker process: a lost RPC worker ends the
+        # process using it (llama.cpp aborts), and this one answers for it instead
+        rest = take_option(take_option(flags, "--model")[1], "-m")[1]
+        return cmd_serve_models([named], rest, load=True)
     return serve(flags)
 
 
@@ -370,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="benchmark against llama-server, llama-bench, xllamacpp, llama-cpp-python")
     p = sub.add_parser("devices", help="list the devices and backends this build found")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--rpc", metavar="HOST:PORT,...", help="also the devices of these RPC workers")
     p.set_defaults(func=cmd_devices)
+    p = sub.add_parser("rpc-server", help="offer this machine's devices to llama.cpp servers elsewhere (ggml RPC)")
+    rpc_worker.add_arguments(p)
+    p.set_defaults(func=rpc_worker.run)
 
     p = sub.add_parser("inspect", help="show a GGUF model's metadata (no weights loaded)")
     p.add_argument("model")

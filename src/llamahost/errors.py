@@ -22,6 +22,11 @@ class InvalidModelError(ModelLoadError, ValueError):
     """The file is not a usable GGUF: not one at all, truncated, or corrupt."""
 
 
+class RPCWorkerError(LlamahostError, ConnectionError):
+    """An RPC worker that cannot be used: not reachable, not answering, or of another protocol
+    version (the message names both)."""
+
+
 class ServerClosedError(LlamahostError):
     """The server was closed (or never started) while it was being used."""
 

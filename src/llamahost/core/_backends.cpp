@@ -1,6 +1,7 @@
 #include "_backends.h"
 
 #include "ggml-backend.h"
+#include "ggml-rpc.h"
 #include "json.h"
 #include "log.h"
 
@@ -190,6 +191,11 @@ void load(const std::string & forced, backend_state & state) {
     if (state.active.empty()) {
         state.active = "cpu";
     }
+    // the RPC client and server: a registration without devices until a worker is added
+    std::error_code ec;
+    if (fs::exists(module_path("rpc"), ec)) {
+        ggml_backend_load(module_path("rpc").u8string().c_str());
+    }
 }
 
 #else  // the backends are linked in: nothing to load, only the CPU can be chosen instead
@@ -266,6 +272,43 @@ void load_backends(const std::string & forced_name) {
     }
     state.loaded = true;
     g_state = state;
+}
+
+void rpc_serve(const std::string & endpoint, const std::string & cache_dir, int n_threads,
+               const std::vector<std::string> & device_names) {
+    load_backends("");
+    ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
+    auto start = rpc == nullptr ? nullptr : (decltype(&ggml_backend_rpc_start_server))
+        ggml_backend_reg_get_proc_address(rpc, "ggml_backend_rpc_start_server");
+    if (start == nullptr) {
+        throw std::runtime_error("this build of llamahost has no RPC backend (GGML_RPC=OFF)");
+    }
+    std::vector<ggml_backend_dev_t> devices;
+    for (const auto & name : device_names) {
+        ggml_backend_dev_t dev = ggml_backend_dev_by_name(name.c_str());
+        if (dev == nullptr) {
+            std::string known;
+            for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+                known += (known.empty() ? "" : ", ") + std::string(ggml_backend_dev_name(ggml_backend_dev_get(i)));
+            }
+            throw std::invalid_argument("no device named " + name + " here; the devices: " + known);
+        }
+        devices.push_back(dev);
+    }
+    // as upstream's rpc-server chooses: the GPUs, else the CPU
+    for (size_t i = 0; device_names.empty() && i < ggml_backend_dev_count(); i++) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        const auto type = ggml_backend_dev_type(dev);
+        if (type != GGML_BACKEND_DEVICE_TYPE_CPU && type != GGML_BACKEND_DEVICE_TYPE_ACCEL) {
+            devices.push_back(dev);
+        }
+    }
+    if (devices.empty()) {
+        devices.push_back(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU));
+    }
+    start(endpoint.c_str(), cache_dir.empty() ? nullptr : cache_dir.c_str(), (size_t) n_threads, devices.size(),
+          devices.data());
+    throw std::runtime_error("the RPC server could not listen on " + endpoint + " (its log says why)");
 }
 
 std::string backends_json() {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace llamahost {
 
@@ -21,5 +22,13 @@ void load_backends(const std::string & forced);
 // JSON: {"active": "vulkan", "cpu_variant": "zen4", "unavailable": {"cuda": "why"}}; cpu_variant
 // is "" when the CPU backend is linked in rather than loaded.
 std::string backends_json();
+
+// Serves this process's devices to other llama.cpp processes over ggml RPC at endpoint
+// ("host:port") until the process ends: the named devices, or every GPU, else the CPU. cache_dir
+// "" keeps no local copy of the tensors sent. Loads the backends first. Throws
+// std::invalid_argument naming an unknown device (and the known ones) and std::runtime_error when
+// this build has no RPC backend or the server cannot listen there.
+void rpc_serve(const std::string & endpoint, const std::string & cache_dir, int n_threads,
+               const std::vector<std::string> & device_names);
 
 }  // namespace llamahost

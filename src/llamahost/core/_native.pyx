@@ -64,6 +64,17 @@ cdef extern from "_backends.h" namespace "llamahost" nogil:
     void set_backend_dir(const string & dir)
     void load_backends(const string & forced) except +
     string backends_json() except +
+    void rpc_serve(const string & endpoint, const string & cache_dir, int n_threads,
+                   const vector[string] & device_names) except +
+
+cdef extern from "ggml-rpc.h":
+    enum:
+        RPC_PROTO_MAJOR_VERSION
+        RPC_PROTO_MINOR_VERSION
+        RPC_PROTO_PATCH_VERSION
+
+# the ggml RPC protocol version this build speaks (major, minor, patch)
+RPC_PROTOCOL = (RPC_PROTO_MAJOR_VERSION, RPC_PROTO_MINOR_VERSION, RPC_PROTO_PATCH_VERSION)
 
 # portable builds load their backend modules from the package directory
 set_backend_dir(os.path.dirname(__file__).encode("utf-8"))
@@ -73,6 +84,14 @@ def use_backend(str forced):
     cdef string f = forced.encode("utf-8")
     with nogil:
         load_backends(f)
+
+
+def serve_rpc(str endpoint, str cache_dir, int n_threads, devices):
+    cdef string e = endpoint.encode("utf-8")
+    cdef string c = cache_dir.encode("utf-8")
+    cdef vector[string] names = _encode_args(devices)
+    with nogil:  # until the process ends
+        rpc_serve(e, c, n_threads, names)
 
 
 def backends():

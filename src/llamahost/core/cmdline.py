@@ -9,15 +9,30 @@ router's ``--host``) before the rest goes to the engine.
 from __future__ import annotations
 
 import json
+import os
 from typing import Sequence
 
-from . import _native
+from . import _native, rpc
 
 
 def read(args: Sequence[str]) -> dict:
     """What upstream's parser makes of ``args``: ``model``, ``hosts``, ``api_keys``, ``n_ctx``,
-    ``n_batch``, ``type_k``, ``cache_ram_mib``, ... (ValueError when it refuses them)."""
-    return json.loads(_native.load_params([str(a) for a in args]))
+    ``n_batch``, ``type_k``, ``cache_ram_mib``, ..., and ``rpc``: the RPC workers, or None
+    (ValueError when it refuses them)."""
+    workers, args = take_rpc([str(a) for a in args])
+    return dict(json.loads(_native.load_params(args)), rpc=workers)
+
+
+def take_rpc(args: Sequence[str]) -> tuple[list[str] | None, list[str]]:
+    """The RPC workers a command line names (``--rpc``), each a checked host:port, and the
+    command line without them: upstream's parser connects to the workers it reads (and ends the
+    process where one does not answer), so what reads a command line in this process reads it
+    without them."""
+    if os.environ.get("LLAMA_ARG_RPC"):
+        raise ValueError("LLAMA_ARG_RPC is set: name RPC workers with --rpc (or rpc=), which llamahost checks "
+                         "before llama.cpp connects to them, not in the environment of a process it shares")
+    value, rest = take_option(args, "--rpc")
+    return (rpc.endpoints(value) if value is not None else None), rest
 
 
 def take_option(flags: Sequence[str], name: str) -> tuple[str | None, list[str]]:

@@ -7,11 +7,20 @@ import os
 from functools import lru_cache
 
 from . import _native
+from . import rpc as remote
 
 
-def devices() -> list[dict]:
-    """The ggml devices: name, description, type, backend, memory_total, memory_free (bytes)."""
-    return json.loads(_native.devices())
+def devices(rpc: str | list[str] | None = None) -> list[dict]:
+    """The ggml devices: name, description, type, backend, memory_total, memory_free (bytes).
+    ``rpc``: RPC workers (host:port) whose devices follow, named as a server using them names
+    them (RPC0, RPC1, ... in the order given; the worker in the description), asked over the
+    protocol without registering them in this process (RPCWorkerError: a worker unusable)."""
+    found = json.loads(_native.devices())
+    if rpc is not None:
+        found += [{"name": f"RPC{i}", "description": d.endpoint, "type": "rpc", "backend": "RPC",
+                   "memory_total": d.memory_total, "memory_free": d.memory_free}
+                  for i, d in enumerate(remote.check(rpc))]
+    return found
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from ..core import _native, cmdline, config, heap, security
+from ..core import _native, cmdline, config, heap, rpc, security
 from ..core.transport import Chunks, Response
 from ..errors import ModelLoadError, ServerClosedError
 from ..gguf.info import read_model
@@ -33,24 +33,40 @@ class Server(Client):
     (``cache_ram=2048`` is ``--cache-ram 2048``). Use as a context manager, or call close().
     """
 
-    def __init__(self, model: str | os.PathLike, **params: Any):
+    def __init__(self, model: str | os.PathLike, *, rpc_in_process: bool = False, **params: Any):
         """``model``: a GGUF path, a model folder, a library name or a Hugging Face reference
-        (see ``llamahost.resolve``)."""
+        (see ``llamahost.resolve``). ``rpc=["host:port", ...]`` uses RPC workers' devices, only
+        with ``rpc_in_process=True`` (see ``from_args``)."""
         args = command_line(os.fspath(model), params)
-        self._start(args)
+        self._start(args, rpc_in_process=rpc_in_process)
 
     @classmethod
-    def from_args(cls, args: Sequence[str], *, cancel: threading.Event | None = None) -> "Server":
+    def from_args(cls, args: Sequence[str], *, cancel: threading.Event | None = None,
+                  rpc_in_process: bool = False) -> "Server":
         """A server from llama-server's own command-line arguments, verbatim. Setting ``cancel``
-        while the model loads stops the load (ServerClosedError)."""
+        while the model loads stops the load (ServerClosedError).
+
+        RPC workers (``--rpc``): llama.cpp ends the process it runs in when a worker it uses
+        stops answering, and keeps their devices registered for the rest of that process. So a
+        server using them runs here only with ``rpc_in_process=True``; ``lh.Pool().get(model,
+        rpc=[...])`` and ``llamahost serve --rpc`` run it in a worker process of its own instead,
+        where a lost worker fails that model's requests and nothing else. Each worker is checked
+        first either way (RPCWorkerError: not reachable, or another protocol version)."""
         args = [str(a) for a in args]
         self = cls.__new__(cls)
-        self._start(args, cancel)
+        self._start(args, cancel, rpc_in_process=rpc_in_process)
         return self
 
-    def _start(self, args: list[str], cancel: threading.Event | None = None) -> None:
+    def _start(self, args: list[str], cancel: threading.Event | None = None, *, rpc_in_process: bool = False) -> None:
         self._closed = True  # until the load succeeds
         settings = cmdline.read(args)  # upstream's reading of the flags and LLAMA_ARG_* variables
+        if settings["rpc"]:
+            if not rpc_in_process:
+                raise ValueError("a server using RPC workers (rpc=, --rpc) ends this process if a worker stops "
+                                 "answering (llama.cpp aborts): serve it with lh.Pool().get(model, rpc=[...]) or "
+                                 "`llamahost serve --rpc`, which run it in a worker process, or pass "
+                                 "rpc_in_process=True to accept that")
+            rpc.check(settings["rpc"])
         self.model_path = path = settings["model"]
         if path:
             read_model(path)  # every file checked before the engine opens one

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from typing import Any, Sequence
 
-from ..core import _native, config
+from ..core import _native, cmdline, config, rpc
 from ..core.devices import devices
 from ..errors import ModelLoadError
 from ..gguf.info import ModelInfo, inspect
@@ -106,7 +108,23 @@ class Estimate:
 
 def dry_run(model: str, params: dict[str, Any]) -> dict:
     """The engine's memory breakdown for a server with these parameters, nothing allocated."""
-    return json.loads(_native.memory_estimate(config.server_args(model, params)))
+    return engine_dry_run(config.server_args(model, params))
+
+
+def engine_dry_run(args: list[str]) -> dict:
+    """The engine's memory breakdown for llama-server's command line ``args``, nothing allocated
+    (RuntimeError where the engine refuses it). With RPC workers (``--rpc``), each is checked
+    first and the dry run runs in a process of its own: the engine asks the workers about their
+    devices, keeps those registered for the rest of its process, and ends it where one fails."""
+    workers, _ = cmdline.take_rpc(args)
+    if workers is None:
+        return json.loads(_native.memory_estimate(args))
+    rpc.check(workers)
+    done = subprocess.run([sys.executable, "-m", "llamahost.planning.dry_run", *args], capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _device(entry: dict, layers: int, name: str | None = None) -> DeviceEstimate:

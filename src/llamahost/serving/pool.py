@@ -24,13 +24,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ..core import _native, cmdline, config
+from ..core import cmdline, config
 from ..core.transport import Chunks, Response, free_port, health_status
 from ..engine import plans
 from ..engine.client import Client
 from ..engine.server import Server, command_line
 from ..errors import LlamahostError, ModelLoadError, ServerClosedError
-from ..planning.estimate import Estimate, from_engine
+from ..planning.estimate import Estimate, engine_dry_run, from_engine
 from .slots import SlotFiles
 
 log = logging.getLogger("llamahost.pool")
@@ -49,6 +49,7 @@ class _Model:
     key: tuple
     api_keys: list[str]  # what its server asks of HTTP clients (--api-key, --api-key-file, LLAMA_ARG_API_KEY)
     state: str = UNLOADED
+    isolated: bool = False  # served by a worker process: the pool's isolation, or RPC workers
     backend: Any = None  # a Server (thread isolation) or a Worker (process isolation)
     port: int = 0  # kept across reloads, so the model's url stays the same
     plan: Estimate | None = None  # the engine's dry run of ``args``: bytes per device
@@ -56,8 +57,11 @@ class _Model:
 
     @property
     def needs(self) -> int | None:
-        """All its server can come to hold, every device together (the prompt cache at its limit)."""
-        return None if self.plan is None else self.plan.worst_case_bytes
+        """All its server can come to hold on this machine's devices together (the prompt cache
+        at its limit); RPC workers' devices are their machines'."""
+        if self.plan is None:
+            return None
+        return self.plan.worst_case_bytes - sum(d.worst_case for d in self.plan.devices if d.name.startswith("RPC"))
     refs: int = 0  # open handles
     in_flight: int = 0
     waiting: int = 0  # requests waiting for a load
@@ -147,7 +151,10 @@ class Pool:
             settings = cmdline.read(cmd)  # upstream's parser checks the flags now (ValueError), not at the first call
         with self._cond:
             self._check_open()
+            # a lost RPC worker ends the process using it (llama.cpp aborts): always a worker process
             entry = self._models.setdefault(key, entry or _Model(settings["model"], cmd, key, settings["api_keys"],
+                                                                 isolated=self.isolation == "process"
+                                                                 or settings["rpc"] is not None,
                                                                  on_state=self._state_changed))
             entry.refs += 1
         return Handle(self, entry)
@@ -251,7 +258,7 @@ class Pool:
                 return "the pool is closed"
             if m.backend is not backend or backend.running:
                 return str(error)  # already handled, or alive: the health check decides
-            reason = f"the server stopped ({error})"
+            reason = f"the server stopped ({getattr(backend, 'exit_reason', None) or error})"
             self._fail(m, reason)
         backend.close()
         return reason + ("; restarting" if m.state == FAILED else "")
@@ -270,7 +277,7 @@ class Pool:
             if not m.port:
                 m.port = int(port or 0) or free_port()
             started = time.perf_counter()
-            if self.isolation == "process":
+            if m.isolated:
                 from .worker import Worker
 
                 backend = Worker(args, m.port, model_path=m.path, api_key=m.api_keys[0] if m.api_keys else None,
@@ -302,7 +309,7 @@ class Pool:
             self._cond.notify_all()
         log.info("%s %s in %.2f s (%s, %.0f MiB estimated, %s)", "restarted" if restart else "loaded", m.name,
                  time.perf_counter() - started, backend.url, m.needs / 2**20,
-                 f"pid {backend.pid}" if self.isolation == "process" else "in-process")
+                 f"pid {backend.pid}" if m.isolated else "in-process")
 
     def _make_room(self, m: _Model) -> None:
         """Evict least recently used idle models until ``m`` fits in the budget; wait while
@@ -466,14 +473,14 @@ class Pool:
                     log.warning("%s: %s", m.name, problem)
                     continue
                 self._fail(m, problem)
-            if self.isolation == "process":
+            if m.isolated:
                 backend.kill()
             backend.close()
 
     def _stats(self, m: _Model) -> dict:
         backend = m.backend
         return dict(m.counts, model=m.path, state=m.state, url=backend.url if backend else None,
-                    pid=(backend.pid if self.isolation == "process" else os.getpid()) if backend else None,
+                    pid=(backend.pid if m.isolated else os.getpid()) if backend else None,
                     memory_bytes=m.needs if m.state in (LOADING, LOADED) else 0, handles=m.refs,
                     memory_by_device={d.name: d.worst_case for d in m.plan.devices}
                     if m.plan is not None and m.state in (LOADING, LOADED) else {},
@@ -511,7 +518,7 @@ class Handle(Client):
     @property
     def pid(self) -> int:
         """The process serving the model: its worker with process isolation, else this one."""
-        return self._with_backend(lambda b: b.pid) if self.pool.isolation == "process" else os.getpid()
+        return self._with_backend(lambda b: b.pid) if self._model.isolated else os.getpid()
 
     @property
     def state(self) -> str:
@@ -614,7 +621,7 @@ def _bounded_prompt_cache(params: dict[str, Any]) -> dict[str, Any]:
 def _plan(path: str, args: list[str]) -> Estimate:
     """What a server with this command line holds on each device: the engine's dry run."""
     try:
-        data = json.loads(_native.memory_estimate(args))
+        data = engine_dry_run(args)
     except RuntimeError as exc:
         raise ModelLoadError(path, str(exc)) from None
     plans.remember(plans.key(args), data.get("fitted"))  # the load then needs no fitting of its own

@@ -43,12 +43,12 @@ except ImportError as exc:
     raise ImportError(f"llamahost.serving.ray_serve needs Ray Serve: pip install 'llamahost[ray]' ({exc})") from None
 
 from ..chat.messages import send_normalized
-from ..core import _native, cmdline
+from ..core import cmdline
 from ..core.security import key_matches
 from ..core.transport import Chunks, Response, aiter_in_thread, in_thread
 from ..engine.server import command_line
 from ..errors import LlamahostError, ModelLoadError
-from ..planning.estimate import Estimate, from_engine
+from ..planning.estimate import Estimate, engine_dry_run, from_engine
 from .pool import Handle, Pool, _bounded_prompt_cache
 from .router import PUBLIC_PATHS, _error, models_in_dir
 
@@ -85,7 +85,7 @@ def estimate_spec(spec: dict) -> Estimate:
     args = command_line(spec["model"], _bounded_prompt_cache(spec["params"])) + spec["args"]
     path = cmdline.read(args)["model"]
     try:
-        return from_engine(path, json.loads(_native.memory_estimate(args)))
+        return from_engine(path, engine_dry_run(args))
     except RuntimeError as exc:
         raise ModelLoadError(path, str(exc)) from None
 

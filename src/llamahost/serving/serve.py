@@ -19,7 +19,7 @@ def serve(args: list[str]) -> int:
     the server stopped by itself, 2 when it could not start (the reason on stderr)."""
     with stop_on_signals() as stop:
         try:
-            server = Server.from_args(args)
+            server = Server.from_args(args, rpc_in_process=True)  # this process serves this model alone
         except (ValueError, OSError, RuntimeError, LlamahostError) as exc:  # LlamahostError: a model the engine refuses
             print(f"llamahost serve: {exc}", file=sys.stderr)
             return 2

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import re
 from collections import deque
 
 from ..core.cmdline import take_option
@@ -22,6 +23,10 @@ from ..core.transport import health_status
 from ..engine.client import HTTPClient
 from ..errors import ModelLoadError, ServerClosedError
 from .serve import serve
+
+
+# ggml's abort: "path/file.cpp:566: message", then a backtrace
+_FATAL = re.compile(r"^\S+\.(?:c|cc|cpp|cu|m|mm):\d+: (.+)$")
 
 
 class Worker(HTTPClient):
@@ -39,6 +44,7 @@ class Worker(HTTPClient):
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True)
         self._stderr_tail: deque[str] = deque(maxlen=20)
+        self._fatal: str | None = None
         self._stderr_reader = threading.Thread(target=self._read_stderr, name=f"llamahost-worker-{self.pid}-stderr",
                                                daemon=True)
         self._stderr_reader.start()
@@ -61,7 +67,20 @@ class Worker(HTTPClient):
         for line in self.proc.stderr:
             text = line.decode("utf-8", "replace").rstrip()
             self._stderr_tail.append(text)
+            if self._fatal is None and (found := _FATAL.match(text)):
+                self._fatal = found[1]  # what llama.cpp aborted with, before its backtrace
             print(f"[worker {self.pid}] {text}", file=sys.stderr)
+
+    @property
+    def exit_reason(self) -> str | None:
+        """Why the worker ended, from its log: its own error, or what llama.cpp aborted with;
+        None while it runs."""
+        if self.running:
+            return None
+        self._stderr_reader.join(timeout=2)
+        own = next((line.removeprefix("llamahost serve: ") for line in reversed(self._stderr_tail)
+                    if line.startswith("llamahost serve: ")), None)
+        return own or self._fatal or (self._stderr_tail[-1] if self._stderr_tail else f"exit status {self.proc.returncode}")
 
     def _wait_ready(self, timeout: float, cancel: threading.Event | None) -> None:
         deadline = time.monotonic() + timeout
@@ -70,9 +89,7 @@ class Worker(HTTPClient):
                 raise ServerClosedError(f"{self.model_path}: closed while the model was loading")
             code = self.proc.poll()
             if code is not None:
-                self._stderr_reader.join(timeout=5)
-                last = self._stderr_tail[-1] if self._stderr_tail else ""
-                raise ModelLoadError(self.model_path, f"the worker process exited with status {code}: {last}")
+                raise ModelLoadError(self.model_path, f"the worker process exited with status {code}: {self.exit_reason}")
             try:
                 if health_status(self.url, 5.0) == 200:
                     return
@@ -111,4 +128,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the parent-watch thread blocks on stdin, which the interpreter's shutdown would wait for
