@@ -6,8 +6,9 @@ from outside the source tree (so that ``import llamahost`` is the wheel).
 Checks that the wheel was built for that backend (or backends: ``--backend cuda,vulkan``) and
 imports; that the backend in use is the first of its GPU backends that loads here, or the CPU,
 with exactly one warning naming each one skipped and why (no driver, no device); that forcing a
-skipped backend, or one the wheel lacks, is a clear error and forcing the CPU is silent; and that
-a chat with the demo model (the ``demo`` extra) answers. Exits non-zero on any failure.
+skipped backend, or one the wheel lacks, is a clear error and forcing the CPU is silent; that
+a chat with the demo model (the ``demo`` extra) answers; and that its RPC module serves and
+uses a worker. Exits non-zero on any failure.
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def check_chat() -> None:
                               f"({timings['predicted_per_second']:.1f} tokens/s)")
 
 
+def check_rpc() -> None:
+    """The wheel's RPC module: a worker process offers its devices, and the demo model split over
+    it answers (served from a worker process of the pool, as a model using RPC workers is)."""
+    import llamahost
+    from llamahost.models.demo import demo_model_path
+
+    with llamahost.RPCWorker(threads=1) as worker, llamahost.Pool(idle_ttl=None) as pool:
+        check(bool(worker.devices), f"an RPC worker offers its devices: {worker.devices}")
+        handle = pool.get(demo_model_path(), rpc=[worker.endpoint], n_ctx=512, n_gpu_layers=6)
+        text = handle.request("POST", "/completion", {"prompt": "Hello", "n_predict": 4}).json()["content"]
+    check(bool(text), f"the demo model split over it answers: {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default=os.environ.get("LLAMAHOST_WHEEL_BACKEND"),
@@ -102,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"smoke: import llamahost {(time.perf_counter() - start) * 1000:.0f} ms from {llamahost.__file__}")
     check_backends(args.backend)
     check_chat()
+    check_rpc()
     return 0
 
 
