@@ -237,7 +237,7 @@ def test_a_replica_killed_under_load(endpoint):
 
 
 def test_serve_run_the_builder_then_scale_up_under_load_and_back_down(cluster, models):
-    """Last: it replaces the application with one made by Ray's own ``serve run``, autoscaled."""
+    """It replaces the application with one made by Ray's own ``serve run``, autoscaled."""
     nodes, url = cluster
     scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0,
                "downscale_delay_s": 2, "look_back_period_s": 2, "metrics_interval_s": 0.5}
@@ -274,3 +274,28 @@ def test_serve_run_the_builder_then_scale_up_under_load_and_back_down(cluster, m
         for done in loads:
             done.result()
     poll(lambda: running_replicas() == 1, 60, "back to one replica once the load ended")
+
+
+def test_rpc_workers_are_scheduled_with_their_replica_as_one_placement_group(cluster, models):
+    """Last: the model split over two RPC workers that the replica starts in its placement group's
+    other bundles answers as a local load does."""
+    _, url = cluster
+    serve.delete("llm")  # its CPUs
+    split = {"n_ctx": 1024, "parallel": 1, "threads": 1, "n_gpu_layers": 3, "tensor_split": [1, 1], "no_repack": True}
+    with llamahost.Server(models["a"], **split) as local:
+        expected = local.request("POST", "/completion", {"prompt": "Hi there", "n_predict": 16,
+                                                          "temperature": 0}).json()["content"]
+    serve.run(build({"a": models["a"]}, params=split, num_cpus=0.5, rpc_workers=2,
+                    rpc_worker_resources={"CPU": 0.25}), name="split", route_prefix="/split")
+    client = openai.OpenAI(base_url=url + "/split/v1", api_key="unused", max_retries=0, timeout=120)
+    answer = client.completions.with_raw_response.create(model="a", prompt="Hi there", max_tokens=16, temperature=0)
+    assert answer.parse().choices[0].text == expected
+    groups = [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
+    assert len(groups) == 1 and groups[0]["strategy"] == "SPREAD"
+    bundles = list(groups[0]["bundles"].values())  # the replica's, then a worker's each, memory from the estimate
+    assert [b["CPU"] for b in bundles] == [0.5, 0.25, 0.25] and all(b["memory"] > 0 for b in bundles)
+    replica = answer.headers[REPLICA_HEADER]
+    for i in (1, 2):  # each worker on the node of its bundle
+        worker = ray.get_actor(f"{replica}:rpc{i - 1}", namespace="serve")
+        assert ray.get(worker.node.remote()) == groups[0]["bundles_to_node_id"][i]
+    serve.delete("split")

@@ -29,13 +29,16 @@ import os
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 try:
+    import ray
     from pydantic import BaseModel, ConfigDict, field_validator
     from ray import serve
     from ray.exceptions import ActorUnavailableError, RayActorError
     from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
     from starlette.requests import Request
     from starlette.responses import Response as HTTPResponse
     from starlette.responses import StreamingResponse
@@ -46,6 +49,7 @@ from ..chat.messages import send_normalized
 from ..core import cmdline
 from ..core.security import key_matches
 from ..core.transport import Chunks, Response, aiter_in_thread, in_thread
+from ..engine.rpc_worker import RPCWorker
 from ..engine.server import command_line
 from ..errors import LlamahostError, ModelLoadError
 from ..planning.estimate import Estimate, engine_dry_run, from_engine
@@ -92,7 +96,7 @@ def estimate_spec(spec: dict) -> Estimate:
 
 def gpu_share(est: Estimate) -> float:
     """The GPUs a model takes: the fraction of its GPU's memory, or whole GPUs when it is split."""
-    gpus = [d for d in est.devices[:-1] if d.used]
+    gpus = [d for d in est.devices[:-1] if d.used and not d.name.startswith("RPC")]  # RPC workers' are theirs
     if len(gpus) > 1:
         return float(len(gpus))
     return gpus[0].used / gpus[0].total if gpus else 0.0
@@ -118,7 +122,7 @@ class Models:
     """A replica: the models Ray's multiplexer gives it, served from a Pool."""
 
     async def __init__(self, specs: dict[str, dict], budget: int, models_per_replica: int, isolation: str,
-                       max_ongoing_requests: int):
+                       max_ongoing_requests: int, rpc_bundles: Sequence[dict] = ()):
         # each request in flight holds a thread while the engine works on it; Ray sizes the loop's
         # default pool by num_cpus, which would queue requests the engine could batch
         asyncio.get_running_loop().set_default_executor(
@@ -126,6 +130,14 @@ class Models:
         self.specs = specs
         self.pool = Pool(budget, idle_ttl=None, isolation=isolation)
         self.replica = serve.get_replica_context().replica_id.to_full_id_str()
+        # the RPC workers of this replica's placement group, one a bundle after the replica's own
+        group = ray.util.get_current_placement_group()
+        self._rpc_actors = [RPCWorkerActor.options(
+            name=f"{self.replica}:rpc{i}", namespace="serve",
+            num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0), memory=bundle.get("memory"),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i + 1),
+        ).remote(max(1, int(bundle.get("CPU", 1)))) for i, bundle in enumerate(rpc_bundles)]
+        self.rpc = [await actor.endpoint.remote() for actor in self._rpc_actors]
 
         async def hold(name: str) -> Handle:
             # Ray's multiplexer calls an evicted handle's __del__ (close): the pool then unloads
@@ -135,7 +147,7 @@ class Models:
         self._model = serve.multiplexed(max_num_models_per_replica=models_per_replica)(hold)
 
     def _load(self, name: str) -> Handle:
-        spec = self.specs[name]
+        spec = with_rpc(self.specs[name], self.rpc)
         handle = self.pool.get(spec["model"], args=spec["args"], **spec["params"])
         try:
             return handle.load()
@@ -170,6 +182,27 @@ class Models:
 
     def __del__(self) -> None:
         self.pool.close()
+
+
+@ray.remote
+class RPCWorkerActor:
+    """An RPC worker (``llamahost.RPCWorker``, a process of its own) on this actor's node,
+    listening on the node's address, for the models of one replica."""
+
+    def __init__(self, threads: int):
+        self.worker = RPCWorker(host=ray.util.get_node_ip_address(), threads=threads)
+
+    def endpoint(self) -> str:
+        return self.worker.endpoint
+
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+    # the worker stops with this actor's process: its stdin closes (RPCWorker)
+
+
+def with_rpc(spec: dict, endpoints: Sequence[str]) -> dict:
+    """The spec with its model split over these RPC workers (none: as it is)."""
+    return dict(spec, args=[*spec["args"], "--rpc", ",".join(endpoints)]) if endpoints else spec
 
 
 @serve.deployment
@@ -248,7 +281,8 @@ def _http(response: Response, replica: str | None = None, chunks: AsyncIterator[
 def build(models: Mapping[str, Any], *, params: Mapping[str, Any] | None = None, args: Sequence[str] = (),
           models_per_replica: int = 1, autoscaling_config: Mapping[str, Any] | None = None,
           max_ongoing_requests: int = 8, isolation: str = "thread", num_cpus: float = 1.0,
-          api_key: str | None = None) -> serve.Application:
+          api_key: str | None = None, rpc_workers: int = 0, rpc_worker_resources: Mapping[str, float] | None = None,
+          placement_strategy: str = "SPREAD") -> serve.Application:
     """The Ray Serve application serving ``models`` (see ``model_specs``) on one endpoint.
 
     ``models_per_replica``: how many models a replica holds at once (Ray's multiplexing);
@@ -257,19 +291,45 @@ def build(models: Mapping[str, Any], *, params: Mapping[str, Any] | None = None,
     ``min_replicas=1, max_replicas=1, target_ongoing_requests=2``. ``max_ongoing_requests``:
     per replica, beyond which Ray queues requests. ``isolation``: the replicas' pools'.
     ``api_key``: one or several, comma-separated, asked of every request but /health.
+
+    ``rpc_workers``: split each replica's model over that many RPC workers (``llamahost
+    rpc-server``) besides the replica, scheduled with it as one Ray placement group (the replica
+    in the first bundle, a worker in each other; ``placement_strategy``: Ray's, ``"STRICT_SPREAD"``
+    for a machine each), started by the replica on their nodes. A worker's bundle is
+    ``rpc_worker_resources`` (default one CPU; ``{"GPU": 1}`` for a GPU worker) and the memory the
+    engine's estimate puts on its device, made here with workers on this machine (the split
+    follows free memory unless ``tensor_split`` is given: give it where the nodes differ). A
+    replica then holds one model (a worker serves one client at a time).
     """
     if not isinstance(models_per_replica, int) or models_per_replica < 1:
         raise ValueError(f"models_per_replica must be an int >= 1, got {models_per_replica!r}")
     if isolation not in ("thread", "process"):
         raise ValueError(f"isolation must be 'thread' or 'process', not {isolation!r}")
     specs = model_specs(models, params, args)
-    needs = replica_resources([estimate_spec(spec) for spec in specs.values()], models_per_replica)
+    if rpc_workers and models_per_replica != 1:
+        raise ValueError("with rpc_workers a replica holds one model (models_per_replica=1): an RPC worker serves "
+                         "one client at a time")
+    with ExitStack() as stack:  # the split's estimate needs workers to ask: on this machine, for the time it takes
+        local = [stack.enter_context(RPCWorker(threads=1)).endpoint for _ in range(rpc_workers)]
+        estimates = [estimate_spec(with_rpc(spec, local)) for spec in specs.values()]
+    needs = replica_resources(estimates, models_per_replica)
+    actor = {"num_cpus": num_cpus, "memory": needs["memory"], "num_gpus": needs["num_gpus"]}
+    placement: dict[str, Any] = {}
+    worker_bundles = [{"CPU": 1.0, **(rpc_worker_resources or {}),
+                       "memory": max(d.worst_case for e in estimates for d in e.devices if d.name == f"RPC{i}")}
+                      for i in range(rpc_workers)]
+    if worker_bundles:
+        replica_bundle = {"CPU": num_cpus, "memory": needs["memory"]}
+        if needs["num_gpus"]:
+            replica_bundle["GPU"] = needs["num_gpus"]
+        placement = {"placement_group_bundles": [replica_bundle, *worker_bundles],
+                     "placement_group_strategy": placement_strategy}
     replicas = Models.options(
-        ray_actor_options={"num_cpus": num_cpus, "memory": needs["memory"], "num_gpus": needs["num_gpus"]},
+        ray_actor_options=actor,
         autoscaling_config={"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 2,
                             **(autoscaling_config or {})},
-        max_ongoing_requests=max_ongoing_requests,
-    ).bind(specs, needs["budget"], models_per_replica, isolation, max_ongoing_requests)
+        max_ongoing_requests=max_ongoing_requests, **placement,
+    ).bind(specs, needs["budget"], models_per_replica, isolation, max_ongoing_requests, worker_bundles)
     # the ingress only passes requests on, asynchronously: no CPU of its own, no limit of its own
     return Endpoint.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000).bind(
         replicas, list(specs), api_key)
@@ -290,8 +350,11 @@ class AppArgs(BaseModel):
     isolation: str = "thread"
     num_cpus: float = 1.0
     api_key: str | None = None
+    rpc_workers: int = 0
+    rpc_worker_resources: dict[str, float] | None = None  # on the command line, JSON
+    placement_strategy: str = "SPREAD"
 
-    @field_validator("autoscaling_config", mode="before")
+    @field_validator("autoscaling_config", "rpc_worker_resources", mode="before")
     @classmethod
     def _json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
@@ -315,4 +378,5 @@ def app(args: AppArgs) -> serve.Application:
         raise ValueError("no models: give models=NAME=MODEL,... or models_dir=DIR")
     return build(models, args=shlex.split(args.args), models_per_replica=args.models_per_replica,
                  autoscaling_config=args.autoscaling_config, max_ongoing_requests=args.max_ongoing_requests,
-                 isolation=args.isolation, num_cpus=args.num_cpus, api_key=args.api_key)
+                 isolation=args.isolation, num_cpus=args.num_cpus, api_key=args.api_key, rpc_workers=args.rpc_workers,
+                 rpc_worker_resources=args.rpc_worker_resources, placement_strategy=args.placement_strategy)
