@@ -1,19 +1,23 @@
-"""What serving a model over Ray Serve costs against loading it locally, measured in one run.
+"""What serving a model beyond one process costs against loading it locally, measured in one run.
 
     python bench/ray_overhead.py [--model M] [--requests 200] [--rounds 5]
 
-Both paths are up at once on this machine, with the same model and parameters: a local load (a
-``Server`` in this process, asked on its own HTTP port) and the model on Ray Serve
+Three paths are up at once on this machine, with the same model and parameters: a local load (a
+``Server`` in this process, asked on its own HTTP port), the model on Ray Serve
 (``llamahost.serving.ray_serve.build``: one replica on a one-node Ray started here; a request goes
-through Ray's HTTP proxy, the Endpoint replica and the Models replica's pool). The same client,
-llamahost's HTTPClient over kept-alive connections, asks both, taking turns:
+through Ray's HTTP proxy, the Endpoint replica and the Models replica's pool), and the model's
+layers all on two RPC workers on loopback (``llamahost.RPCWorker``, as many threads each as the
+local load has, working one after the other; the model
+served by a pool's worker process, asked on its port): every token's graph crosses the RPC
+protocol, over loopback, the lower bound of a network's cost. The same client, llamahost's
+HTTPClient over kept-alive connections, asks them all, taking turns:
 - non-engine time per short request (a 1-token completion: wall time minus the engine's own
   prompt and predict times); the median of the paired differences is the Ray hop, split by
   GET /health (which the Endpoint answers) into Ray's proxy and the Endpoint's call to a replica;
 - time to first token and generation tokens/s of one streamed completion (the benchmark's prompt
   and length, ``llamahost.bench.run``);
 - aggregate generation tokens/s of concurrent streamed completions.
-Speeds are medians over rounds, the ratio (Ray / local) the median of the rounds' ratios, so that
+Speeds are medians over rounds, a ratio (path / local) the median of the rounds' ratios, so that
 a busy machine's drift hits both sides of each ratio alike.
 """
 
@@ -35,6 +39,8 @@ from llamahost.engine.client import HTTPClient
 from llamahost.serving.ray_serve import build
 
 PARAMS = {"n_ctx": 4096, "parallel": 4, "threads": THREADS, "seed": 42}
+RPC_SPLIT = {"n_gpu_layers": "all", "tensor_split": [1, 1]}  # every layer on the workers
+LABELS = {"local": "local load (Server, HTTP)", "ray": "Ray Serve", "rpc": "RPC workers, loopback"}
 
 
 def non_engine_ms(clients: dict[str, HTTPClient], n: int) -> dict[str, list[float]]:
@@ -102,16 +108,21 @@ def main() -> None:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build({"m": args.model}, params=PARAMS), name="bench", route_prefix="/")
-        with llamahost.Server(args.model, **PARAMS) as local:
-            clients = {"local": HTTPClient(local.url), "ray": HTTPClient(f"http://127.0.0.1:{port}")}
+        with llamahost.Server(args.model, **PARAMS) as local, llamahost.RPCWorker(threads=THREADS) as first, \
+                llamahost.RPCWorker(threads=THREADS) as second, llamahost.Pool(idle_ttl=None) as pool:
+            split = pool.get(args.model, rpc=[first.endpoint, second.endpoint], **PARAMS, **RPC_SPLIT)
+            clients = {"local": HTTPClient(local.url), "ray": HTTPClient(f"http://127.0.0.1:{port}"),
+                       "rpc": HTTPClient(split.url)}
             non_engine_ms(clients, 10)  # warm-up: the model loads on the replica
             short = non_engine_ms(clients, args.requests)
-            hop = statistics.median(r - loc for r, loc in zip(short["ray"], short["local"]))
-            health = health_ms(clients, args.requests)
+            hops = {name: statistics.median(r - loc for r, loc in zip(short[name], short["local"]))
+                    for name in ("ray", "rpc")}
+            health = health_ms({name: clients[name] for name in ("local", "ray")}, args.requests)
             proxy_hop = statistics.median(r - loc for r, loc in zip(health["ray"], health["local"]))
             figures: dict[str, dict[str, list[float]]] = {name: {"ttft": [], "tps": [], "conc": []} for name in clients}
             for round_ in range(args.rounds):
-                for name in ("local", "ray") if round_ % 2 == 0 else ("ray", "local"):
+                order = list(clients)[round_ % 3:] + list(clients)[:round_ % 3]  # each path first in turn
+                for name in order:
                     first, last, tokens = streamed(clients[name], f"Round {round_}. {PROMPT}", N_GEN)
                     figures[name]["ttft"].append(first * 1e3)
                     figures[name]["tps"].append((tokens - 1) / (last - first))
@@ -126,19 +137,22 @@ def main() -> None:
         serve.shutdown()
         ray.shutdown()
 
-    def ratio(metric: str) -> float:
-        return statistics.median(r / loc for r, loc in zip(figures["ray"][metric], figures["local"][metric]))
+    def ratio(name: str, metric: str) -> float:
+        return statistics.median(r / loc for r, loc in zip(figures[name][metric], figures["local"][metric]))
 
     print(f"\n{'path':<28} {'non-engine ms':>14} {'first token ms':>15} {'tokens/s':>9} "
           f"{f'{args.clients} clients tok/s':>17}")
-    for name, label in (("local", "local load (Server, HTTP)"), ("ray", "Ray Serve")):
+    for name, label in LABELS.items():
         f = figures[name]
         print(f"{label:<28} {statistics.median(short[name]):>14.2f} {statistics.median(f['ttft']):>15.1f} "
               f"{statistics.median(f['tps']):>9.2f} {statistics.median(f['conc']):>17.2f}")
-    print(f"{'ratio Ray / local':<28} {'+' + format(hop, '.2f') + ' ms':>14} {ratio('ttft'):>15.3f} "
-          f"{ratio('tps'):>9.3f} {ratio('conc'):>17.3f}")
-    print(f"of the +{hop:.2f} ms, Ray's HTTP proxy to the Endpoint (GET /health): +{proxy_hop:.2f} ms; the Endpoint to "
-          f"the Models replica and back: +{hop - proxy_hop:.2f} ms")
+    for name in ("ray", "rpc"):
+        print(f"{'ratio ' + name + ' / local':<28} {format(hops[name], '+.2f') + ' ms':>14} {ratio(name, 'ttft'):>15.3f} "
+              f"{ratio(name, 'tps'):>9.3f} {ratio(name, 'conc'):>17.3f}")
+    per_token = 1e3 / statistics.median(figures["rpc"]["tps"]) - 1e3 / statistics.median(figures["local"]["tps"])
+    print(f"RPC over loopback: {per_token:+.2f} ms a generated token against the local load")
+    print(f"of Ray's +{hops['ray']:.2f} ms, Ray's HTTP proxy to the Endpoint (GET /health): +{proxy_hop:.2f} ms; the "
+          f"Endpoint to the Models replica and back: +{hops['ray'] - proxy_hop:.2f} ms")
 
 
 if __name__ == "__main__":
