@@ -17,12 +17,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from typing import Sequence
 
 from ..core import _native, rpc, security
+from ..core.children import ChildProcess, when_parent_goes
 from ..core.transport import free_port
 from ..models.home import home_dir
 
@@ -53,7 +53,7 @@ def serve_rpc(host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, devices: Seq
     _native.serve_rpc(endpoint, cache_dir, threads or max(1, (os.cpu_count() or 2) // 2), list(devices))
 
 
-class RPCWorker:
+class RPCWorker(ChildProcess):
     """``serve_rpc`` in a process of its own (``port=0``: a free one), ready when the object is:
     its devices answer the protocol's handshake. ``endpoint`` is what ``rpc=`` takes; ``close()``
     (or leaving ``with``) stops it, as does the end of this process (the worker stops when its
@@ -75,14 +75,6 @@ class RPCWorker:
         except BaseException:
             self.close()
             raise
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
 
     def _wait_ready(self, timeout: float) -> list[rpc.RemoteDevice]:
         deadline = time.monotonic() + timeout
@@ -150,13 +142,8 @@ def run(args: argparse.Namespace) -> int:
     return 2  # it returns only when it could not start
 
 
-def _exit_when_stdin_closes() -> None:
-    sys.stdin.buffer.read()
-    os._exit(0)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m llamahost.engine.rpc_worker")
     add_arguments(parser)
-    threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()  # never outlive the parent
+    when_parent_goes(lambda: os._exit(0))  # the server blocks in C++ until the process ends
     os._exit(run(parser.parse_args()))  # not sys.exit: the interpreter's shutdown would wait for that thread

@@ -18,6 +18,7 @@ import time
 import re
 from collections import deque
 
+from ..core.children import ChildProcess, when_parent_goes
 from ..core.cmdline import take_option
 from ..core.transport import health_status
 from ..engine.client import HTTPClient
@@ -29,7 +30,7 @@ from .serve import serve
 _FATAL = re.compile(r"^\S+\.(?:c|cc|cpp|cu|m|mm):\d+: (.+)$")
 
 
-class Worker(HTTPClient):
+class Worker(ChildProcess, HTTPClient):
     """A worker process serving ``args`` (llama-server's command line) on ``127.0.0.1:port``;
     returns once it answers /health, or raises ServerClosedError once ``cancel`` is set. The
     calls of ``Client`` go to it over HTTP."""
@@ -54,14 +55,6 @@ class Worker(HTTPClient):
         except BaseException:
             self.close()
             raise
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
 
     def _read_stderr(self) -> None:
         for line in self.proc.stderr:
@@ -117,13 +110,8 @@ class Worker(HTTPClient):
         super().close()
 
 
-def _stop_when_stdin_closes() -> None:
-    sys.stdin.buffer.read()  # returns at EOF: the parent closed our stdin, or died
-    os.kill(os.getpid(), signal.SIGTERM)  # serve's own clean stop
-
-
 def main(argv: list[str]) -> int:
-    threading.Thread(target=_stop_when_stdin_closes, name="llamahost-parent-watch", daemon=True).start()
+    when_parent_goes(lambda: os.kill(os.getpid(), signal.SIGTERM))  # serve's own clean stop
     return serve(argv)
 
 
