@@ -124,6 +124,8 @@ def test_a_missing_worker_or_an_in_process_server_is_refused_with_the_reason(dem
         lh.Server(demo_model, rpc=["127.0.0.1:1"], n_ctx=256)
     with pytest.raises(ValueError, match="host:port"):
         lh.devices(rpc=["no-port"])
+    # what only reads a command line never connects: the workers do not shape a prompt
+    assert lh.count_tokens(demo_model, "Hello", rpc=["127.0.0.1:1"]).exact
 
 
 def test_llamahost_serve_with_rpc_serves_through_a_worker_process(demo_model, workers):

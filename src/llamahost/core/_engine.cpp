@@ -123,14 +123,28 @@ struct parse_result {
     std::string message;
 };
 
+// Whether a command line names RPC workers, which upstream's parser connects to as it reads them.
+bool names_rpc_workers(const std::vector<std::string> & args) {
+    const char * env = std::getenv("LLAMA_ARG_RPC");
+    return (env != nullptr && *env != '\0') ||
+           std::any_of(args.begin(), args.end(), [](const std::string & a) { return a == "--rpc" || a.rfind("--rpc=", 0) == 0; });
+}
+
 // Upstream's parser, minus the ways it ends the process (patches/0007): options that print and
 // exit are refused first, and any error comes back as text; nothing touches the process's stderr.
-parse_result parse_into(const std::vector<std::string> & args, common_params & params) {
+// RPC workers only where the caller checked them (connect_rpc): upstream's parser connects to
+// each and ends the process where one cannot be reached or speaks another protocol version.
+parse_result parse_into(const std::vector<std::string> & args, common_params & params, bool connect_rpc) {
     init_process();
     parse_result out;
     const std::string exiting = exiting_argument(args);
     if (!exiting.empty()) {
         out.message = exiting + " prints and exits: it cannot start a server in this process";
+        return out;
+    }
+    if (!connect_rpc && names_rpc_workers(args)) {
+        out.message = "--rpc: RPC workers are not read here (llama.cpp would connect to them, and end this process "
+                      "where one cannot be used); llamahost checks them first where a server or an estimate uses them";
         return out;
     }
     std::vector<std::string> storage{"llama-server"};
@@ -313,7 +327,7 @@ struct stream_state {
 };
 
 engine::engine(const std::vector<std::string> & args) : params_(std::make_unique<common_params>()) {
-    parse_result parsed = parse_into(args, *params_);
+    parse_result parsed = parse_into(args, *params_, true);  // Server checked its workers (engine/server.py)
     if (!parsed.ok) {
         throw std::invalid_argument(parsed.message);
     }
@@ -696,9 +710,9 @@ struct load_params {
     load_params & operator=(const load_params &) = delete;
 };
 
-std::unique_ptr<load_params> resolve_load_params(const std::vector<std::string> & args) {
+std::unique_ptr<load_params> resolve_load_params(const std::vector<std::string> & args, bool connect_rpc) {
     common_params params;
-    parse_result parsed = parse_into(args, params);
+    parse_result parsed = parse_into(args, params, connect_rpc);
     if (!parsed.ok) {
         throw std::invalid_argument(parsed.message);
     }
@@ -709,7 +723,7 @@ std::unique_ptr<load_params> resolve_load_params(const std::vector<std::string> 
 
 std::string load_params_json(const std::vector<std::string> & args) {
     init_process();
-    const auto resolved = resolve_load_params(args);
+    const auto resolved = resolve_load_params(args, false);
     const load_params & lp = *resolved;
     const llama_context_params & c = lp.cparams;
     common_json out = common_json::object();
@@ -862,8 +876,8 @@ common_json fit_as_a_load(load_params & lp, draft_params & draft) {
 
 }  // namespace
 
-std::string memory_estimate_json(const std::vector<std::string> & args) {
-    const auto resolved = resolve_load_params(args);
+std::string memory_estimate_json(const std::vector<std::string> & args, bool connect_rpc) {
+    const auto resolved = resolve_load_params(args, connect_rpc);
     load_params & lp = *resolved;
     common_params & params = lp.params;
 
@@ -941,7 +955,7 @@ struct chat_vocab::impl {
 
 chat_vocab::chat_vocab(const std::vector<std::string> & args) : impl_(std::make_unique<impl>()) {
     common_params params;
-    parse_result parsed = parse_into(args, params);
+    parse_result parsed = parse_into(args, params, false);
     if (!parsed.ok) {
         throw std::invalid_argument(parsed.message);
     }

@@ -139,7 +139,8 @@ std::string system_info_json();
 
 // A dry run of loading with these llama-server arguments (no weights read, nothing allocated):
 // the bytes each device and the host would hold, after fitting as a real load does. JSON.
-std::string memory_estimate_json(const std::vector<std::string> & args);
+// connect_rpc: the --rpc workers were checked (else a command line naming any is refused).
+std::string memory_estimate_json(const std::vector<std::string> & args, bool connect_rpc);
 
 // The context and load parameters (n_ctx, n_ubatch, cache types, ...) these arguments give a
 // server, with upstream's defaults, its model's path, where it listens and its API keys, without

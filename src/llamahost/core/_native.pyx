@@ -46,7 +46,7 @@ cdef extern from "_engine.h" namespace "llamahost" nogil:
     string devices_json() except +
     string system_info_json() except +
     string options_json() except +
-    string memory_estimate_json(const vector[string] & args) except +
+    string memory_estimate_json(const vector[string] & args, cbool connect_rpc) except +
     string load_params_json(const vector[string] & args) except +
     void print_usage() except +
     void parse_and_exit(const vector[string] & args) except +
@@ -232,11 +232,11 @@ def system_info():
     return out.decode("utf-8")
 
 
-def memory_estimate(args):
+def memory_estimate(args, cbool connect_rpc=False):
     cdef vector[string] cargs = _encode_args(args)
     cdef string out
     with nogil:
-        out = memory_estimate_json(cargs)
+        out = memory_estimate_json(cargs, connect_rpc)
     return out.decode("utf-8")
 
 

@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from ..core import _native, config
+from ..core import _native, cmdline, config
 from ..core.transport import Chunks, Response
 from ..errors import ModelLoadError
 from ..gguf.info import read_model
@@ -33,7 +33,8 @@ class ChatTemplate(Client):
     def __init__(self, path: str | os.PathLike, *, args: list[str] | None = None, **params: Any):
         self.model_path = os.fspath(path)
         read_model(self.model_path)  # a clear error for a missing, foreign or damaged file, or part of one
-        self.args = args if args is not None else config.server_args(self.model_path, params)
+        # RPC workers do not shape a prompt, and the vocabulary's parse refuses them (core/cmdline.py)
+        self.args = cmdline.take_rpc(args if args is not None else config.server_args(self.model_path, params))[1]
         try:
             self._vocab = _native.ChatVocab(self.args)
         except RuntimeError as exc:

@@ -9,7 +9,7 @@ from ..core import _native
 
 if __name__ == "__main__":
     try:
-        print(_native.memory_estimate(sys.argv[1:]), flush=True)
+        print(_native.memory_estimate(sys.argv[1:], connect_rpc=True), flush=True)  # checked by the parent
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
         sys.exit(1)
