@@ -127,6 +127,7 @@ class Pool:
         self._models: dict[tuple, _Model] = {}
         # servers unloaded under the lock, to close outside it (their slots saved first where a folder is given)
         self._to_close: list[tuple[Client, Path | None]] = []
+        self._closing = 0  # of those, being closed by some thread now (a load waits for them: their port, memory)
         self._cond = threading.Condition()  # reentrant: a handle's __del__ may run while it is held
         self._closed = threading.Event()  # set by close(): loads in progress watch it and stop
         self._restarts: set[threading.Thread] = set()  # the monitor's restarts in progress
@@ -271,7 +272,7 @@ class Pool:
             if m.plan is None:
                 m.plan = _plan(m.path, m.args)
             self._make_room(m)
-            self._close_unloaded()
+            self._close_unloaded(wait=True)  # a model reloaded takes its port again, another its memory
             port, args = cmdline.take_option(m.args, "--port")
             args, m.slot_folder = self._slots.args_for(args)
             if not m.port:
@@ -354,18 +355,27 @@ class Pool:
                 self._unload_locked(m, "unloads")
         self._close_unloaded()
 
-    def _close_unloaded(self) -> None:
+    def _close_unloaded(self, wait: bool = False) -> None:
+        """Close the servers unloaded so far; ``wait``: also for those other threads are closing."""
         with self._cond:
             backends, self._to_close = self._to_close, []
-        for backend, slot_folder in backends:
-            if slot_folder is not None:
-                try:
-                    saved = self._slots.save(backend, slot_folder)
-                    if saved:
-                        log.info("saved %d conversation(s) of %s", saved, slot_folder.name)
-                except (OSError, ValueError, LlamahostError) as exc:
-                    log.warning("could not save the conversations of %s: %s", slot_folder.name, exc)
-            backend.close()  # a closed Server hands the heap it freed back to the system
+            self._closing += len(backends)
+        try:
+            for backend, slot_folder in backends:
+                if slot_folder is not None:
+                    try:
+                        saved = self._slots.save(backend, slot_folder)
+                        if saved:
+                            log.info("saved %d conversation(s) of %s", saved, slot_folder.name)
+                    except (OSError, ValueError, LlamahostError) as exc:
+                        log.warning("could not save the conversations of %s: %s", slot_folder.name, exc)
+                backend.close()  # a closed Server hands the heap it freed back to the system
+        finally:
+            with self._cond:
+                self._closing -= len(backends)
+                self._cond.notify_all()
+                while wait and self._closing:
+                    self._cond.wait()
 
     def _restore_slots(self, m: _Model, backend: Client) -> None:
         try:
