@@ -160,6 +160,23 @@ def test_a_damaged_later_part_of_a_split_model_is_refused_on_every_path(models, 
     assert cli.returncode == 2 and re.search(says, cli.stderr), cli.stderr[-500:]
 
 
+def test_a_later_parts_split_number_of_another_type_is_refused(models, tmp_path):
+    """The fuzzer's finding: llama.cpp reads a later part's split.no as a uint16 without checking
+    its type (GGML_ASSERT in gguf.cpp); an int16 there ended the process."""
+    first = rewrite(models["llama-256"], tmp_path / "split.gguf", split_max_tensors=4)
+    second = first.with_name(first.name.replace("-00001-of-", "-00002-of-"))
+    data = bytearray(second.read_bytes())
+    at = data.index(b"split.no") + len(b"split.no")
+    assert data[at:at + 4] == (2).to_bytes(4, "little")  # GGUF_TYPE_UINT16
+    data[at:at + 4] = (3).to_bytes(4, "little")  # GGUF_TYPE_INT16: the same two bytes of value
+    second.write_bytes(bytes(data))
+    died = engine_alone(first)
+    assert died.returncode < 0, f"the engine survived ({died.returncode}): {died.stderr[-500:]}"
+    for load in (lambda: llamahost.inspect(first), lambda: llamahost.estimate(first, n_ctx=256)):
+        with pytest.raises(llamahost.InvalidModelError, match=re.escape(second.name) + ".*split.no.*int16"):
+            load()
+
+
 def test_a_vocabulary_with_a_repeated_token(models, tmp_path):
     reader = gguf.GGUFReader(models["llama"])
     tokens = reader.fields["tokenizer.ggml.tokens"]

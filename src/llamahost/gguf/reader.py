@@ -59,6 +59,11 @@ class GGUFHeader:
     file_size: int
 
 
+# keys llama.cpp reads with a fixed type and no check of the file's: llama-model-loader.cpp reads
+# each later part's split.no with gguf_get_val_u16, which asserts the type (found by the fuzzer)
+FIXED_TYPES = {"split.no": 2}
+
+
 def _type_name(type_id: int) -> str:
     if type_id in _SCALARS:
         return {0: "uint8", 1: "int8", 2: "uint16", 3: "int16", 4: "uint32", 5: "int32", 6: "float32",
@@ -216,6 +221,9 @@ def _parse(r: _Reader) -> GGUFHeader:
             if key in metadata:
                 raise r.fail(f"metadata key #{i}", f"{key!r} appears twice")
             type_id = r.u32(f"metadata {key!r} type")
+            if key in FIXED_TYPES and type_id != FIXED_TYPES[key]:
+                raise r.fail(f"metadata {key!r}", f"of type {_type_name(type_id)}, where llama.cpp reads a "
+                                                  f"{_type_name(FIXED_TYPES[key])} without checking (an abort)")
             if key == TOKENS_KEY and type_id == _ARRAY:
                 tokens_at = r.pos
             metadata[key] = r.value(type_id, f"metadata {key!r}")
