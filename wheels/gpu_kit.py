@@ -21,7 +21,6 @@ Prints the kit's size beside the working tree's: both travel, within the tool's 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import lzma
@@ -34,6 +33,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "cmake"))
+from fetch_llama_cpp import sha256_of  # noqa: E402 - the build's own file digest
 VENDOR = ROOT / "vendor" / "llama.cpp"
 MiB = 1 << 20
 
@@ -106,14 +107,6 @@ def vulkan_module(out: Path, wheel: Path | None) -> str:
     return wheel.name
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -145,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(p for p in out.rglob("*") if p.is_file())
     manifest = {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
                 "made": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "vulkan_module_from": vulkan_from,
-                "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files}}
+                "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
     for name, entry in manifest["files"].items():
         log(f"{entry['bytes'] / MiB:7.2f} MiB  {name}")
