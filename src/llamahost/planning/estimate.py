@@ -120,8 +120,11 @@ def engine_dry_run(args: list[str]) -> dict:
     if workers is None:
         return json.loads(_native.memory_estimate(args))
     rpc.check(workers)
-    done = subprocess.run([sys.executable, "-m", "llamahost.planning.dry_run", *args], capture_output=True,
-                          text=True, timeout=600)
+    try:
+        done = subprocess.run([sys.executable, "-m", "llamahost.planning.dry_run", *args], capture_output=True,
+                              text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("the dry run with RPC workers did not finish in 600 s (a worker that stopped answering?)")
     if done.returncode != 0:
         raise RuntimeError((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
     return json.loads(done.stdout.strip().splitlines()[-1])
