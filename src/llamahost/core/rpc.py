@@ -34,6 +34,12 @@ class RemoteDevice:
     memory_total: int
 
 
+def is_remote(device_name: str) -> bool:
+    """Whether a device, as llama.cpp names it (RPC0, RPC1, ...), is an RPC worker's: its memory
+    is another machine's."""
+    return device_name.startswith("RPC")
+
+
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """``"host:port"`` as (host, port); ValueError naming what is wrong with it."""
     host, sep, port = endpoint.rpartition(":")

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ..core import cmdline, config
+from ..core import cmdline, config, rpc
 from ..core.transport import Chunks, Response, free_port, health_status
 from ..engine import plans
 from ..engine.client import Client
@@ -61,7 +61,7 @@ class _Model:
         at its limit); RPC workers' devices are their machines'."""
         if self.plan is None:
             return None
-        return self.plan.worst_case_bytes - sum(d.worst_case for d in self.plan.devices if d.name.startswith("RPC"))
+        return self.plan.worst_case_bytes - sum(d.worst_case for d in self.plan.devices if rpc.is_remote(d.name))
     refs: int = 0  # open handles
     in_flight: int = 0
     waiting: int = 0  # requests waiting for a load

@@ -46,7 +46,7 @@ except ImportError as exc:
     raise ImportError(f"llamahost.serving.ray_serve needs Ray Serve: pip install 'llamahost[ray]' ({exc})") from None
 
 from ..chat.messages import send_normalized
-from ..core import cmdline
+from ..core import cmdline, rpc
 from ..core.security import key_matches
 from ..core.transport import Chunks, Response, aiter_in_thread, in_thread
 from ..engine.rpc_worker import RPCWorker
@@ -96,7 +96,7 @@ def estimate_spec(spec: dict) -> Estimate:
 
 def gpu_share(est: Estimate) -> float:
     """The GPUs a model takes: the fraction of its GPU's memory, or whole GPUs when it is split."""
-    gpus = [d for d in est.devices[:-1] if d.used and not d.name.startswith("RPC")]  # RPC workers' are theirs
+    gpus = [d for d in est.devices[:-1] if d.used and not rpc.is_remote(d.name)]  # RPC workers' are theirs
     if len(gpus) > 1:
         return float(len(gpus))
     return gpus[0].used / gpus[0].total if gpus else 0.0
