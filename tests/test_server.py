@@ -219,3 +219,12 @@ def test_malformed_direct_bodies_raise_api_error(server):
         response = server.request("POST", "/v1/completions", body)
         assert 400 <= response.status < 500
         assert "error" in response.json()
+
+
+def test_a_stream_carries_unicode_line_separators(server):
+    """A generated U+2028 or U+0085 arrives raw inside an event's JSON (upstream does not escape
+    them); an event's lines end at CR/LF only (the request fuzzer's random seed found the old
+    parser cutting there)."""
+    forced = "a\u2028b\x85c"
+    events = list(server.complete("Hi", stream=True, max_tokens=16, grammar=f'root ::= "{forced}"'))
+    assert "".join(e["choices"][0]["text"] for e in events if e.get("choices")) == forced

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ class Transport(Protocol):
 
 
 _DONE = object()
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def events_of(chunks: Chunks) -> Iterator[dict]:
@@ -149,7 +151,9 @@ def parse_event(event: bytes) -> Any:
     """One server-sent event: its JSON, _DONE for ``[DONE]``, None for comments; errors raise."""
     data_lines = []
     is_error = False
-    for line in event.decode("utf-8").splitlines():
+    # an event's lines end with CR, LF or CRLF only: str.splitlines() would also cut at U+2028, U+0085
+    # and the other separators a JSON string carries raw (a generated token may be one)
+    for line in _LINE_END.split(event.decode("utf-8")):
         if line.startswith("data:"):
             data_lines.append(line[5:].strip())
         elif line.startswith("error:"):
